@@ -1,0 +1,105 @@
+"""The contract between the training loop and a GAN method ("recipe").
+
+The loop (`psgan_fast.trainer`) owns data, epochs, logging, samples,
+checkpoints and resume; a recipe owns its networks, optimisers, schedule and
+update rule. PS-GAN, SNGAN (with and without spectral norm) and ProGAN are
+recipes, registered by name in `psgan_fast.models.RECIPES`.
+
+Conventions every recipe follows:
+
+* Images are float tensors in [-1, 1] (tanh generators), NCHW, on the
+  recipe's device. `step` receives real images at the *full* data
+  resolution; a recipe that trains at a lower resolution downsamples them
+  itself (area interpolation, DESIGN.md §3).
+* `step` must not call `.item()` or otherwise synchronise with the device:
+  it returns detached tensors and the loop decides when to read them.
+* Everything needed to continue exactly is reachable through `modules()`,
+  `optimizers()` and `state()`/`load_state()` (plain JSON-able values).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepOutput:
+    """Detached results of one training step.
+
+    d_loss: scalar tensor, the discriminator loss of this step.
+    g_loss: tensor [N], each generator's loss (N = number of generators).
+    extras: more scalar tensors to log (e.g. the share of groups in each of
+        Algorithm 2's cases, gradient-penalty values); keys are log names.
+    """
+
+    d_loss: torch.Tensor
+    g_loss: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Recipe(abc.ABC):
+    """One GAN training method. See the module docstring for conventions."""
+
+    #: registry name, e.g. "psgan", "sngan", "sngan-nosn", "progan"
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def num_generators(self) -> int:
+        """How many generators this recipe trains (1 for the baselines)."""
+
+    @property
+    @abc.abstractmethod
+    def latent_dim(self) -> int:
+        """Size of the noise vector z each generator takes."""
+
+    @abc.abstractmethod
+    def begin_epoch(self, epoch: int) -> list[str]:
+        """Called before each epoch (0-based), also after a resume.
+
+        A stepwise recipe switches stage here (building the next networks and
+        transferring weights); a progressive one sets its phase. Returns
+        human-readable log lines describing anything that changed.
+        """
+
+    @abc.abstractmethod
+    def resolution(self) -> int:
+        """Side length of the images the recipe currently trains on."""
+
+    def stage(self) -> int:
+        """Index of the current stage/phase (0-based), for logs and plots."""
+        return 0
+
+    @abc.abstractmethod
+    def step(self, real: torch.Tensor) -> StepOutput:
+        """One update of D and the generators on a batch of real images."""
+
+    @abc.abstractmethod
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
+        """Each generator's images for noise z [B, latent_dim], at the
+        current resolution, in [-1, 1], without touching training state
+        (eval-mode behaviour for normalisation layers, no RNG side effects
+        beyond what z fixes)."""
+
+    @abc.abstractmethod
+    def modules(self) -> dict[str, nn.Module]:
+        """Every trainable network by a stable name ("G0", "G1", ..., "D")."""
+
+    @abc.abstractmethod
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimiser by a stable name."""
+
+    def state(self) -> dict[str, Any]:
+        """Extra JSON-able state (counters, fade-in alpha, stage index)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what `state()` returned. Called after `begin_epoch` has
+        rebuilt the networks for the checkpoint's epoch and before the
+        module and optimiser tensors are loaded."""

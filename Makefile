@@ -18,6 +18,8 @@ VENV_DIR := $(CACHE_DIR)/venv-$(VENV_KEY)
 CARGO_KEY := $(shell cat rust/Cargo.toml rust/Cargo.lock 2>/dev/null | sha256sum | cut -c1-16)
 export CARGO_TARGET_DIR ?= $(CACHE_DIR)/cargo-$(CARGO_KEY)
 PY := .venv/bin/python
+# maturin's PEP 517 backend calls the `maturin` executable: find the venv's.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml rust/Cargo.lock
 PY_BUILD_FILES := pyproject.toml
 

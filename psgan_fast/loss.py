@@ -1,0 +1,140 @@
+"""PS-GAN's loss update (paper §3.4, Algorithm 2) for N generators, and a
+non-saturating BCE loss for ablation (`--loss bce`).
+
+Algorithm 2 for any N (DESIGN.md §3). The discriminator gives one logit per
+image. A *group* is one real image and one fake from each generator; the
+softmax over its N+1 logits (index 0 = real, index k = generator k's fake)
+says which image D believes is real, and D's classification is the image
+with the largest logit. Ties go against D: D is right only when the real
+logit is strictly the largest; otherwise it picked the first fake with the
+largest logit. Per group:
+
+* D is updated, with cross-entropy towards index 0, only where it was wrong;
+* generator k is updated, with ``-log softmax(logits)[k]`` (minus the log of
+  the probability that its fake is the real one), only where D did not pick
+  generator k's fake; the generators' losses are averaged.
+
+For N = 2 these are exactly the paper's three cases: D picks Gen1's fake ->
+D and Gen2 learn; D picks Gen2's fake -> D and Gen1 learn; D picks x -> Gen1
+and Gen2 learn (averaged). For N = 1: D learns from its mistakes, G from its
+failures.
+
+Normalisation. Every masked per-group loss is summed and divided by the
+*whole* batch size B (not by the number of groups in the case), so a
+group's weight is 1/B whatever the case mix: the loss magnitude does not
+jump when only a few groups fall in a case, and a batch where D is always
+right gives D exactly zero gradient.
+
+Gradient routing. The losses are pure functions of the logits. Inside
+generator k's loss the logits of the real image and of the other
+generators' fakes are detached, so generator k's loss can reach only its own
+fake (through D) - without that, ``-log p_k`` would also push every other
+generator's fake towards "fake". D's loss needs gradient to D's parameters
+only. The recipe runs ONE forward of D over ``cat(real, fake_1..fake_N)``
+with the fakes not detached (as Algorithm 2 reads: one classification
+decides every update) and `LossOutput.backward` then runs two backward
+passes restricted with ``inputs=``: D's loss into D's parameters, the
+averaged generator loss into the generators' parameters. Both use D as it
+was before this step's update (a simultaneous update); the optimiser steps
+come after both backward passes. This saves the second forward of D over the
+N*B fakes that the usual alternating D-then-G step needs.
+
+Optimisers see zero gradient, not a skipped step, for a network that no
+group selects in a batch; Adam's momentum therefore still moves it a little
+(by a step that halves every step with beta1 = 0.5). Skipping the step
+would need a device sync to read the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class LossOutput:
+    """d_loss, g_loss: scalars to back-propagate (g_loss = g_losses.mean());
+    g_losses: [N] each generator's loss (attached); shares: [N+1] detached,
+    the fraction of groups in which D picked index j as real (0 = the real
+    image, k = generator k's fake)."""
+
+    d_loss: torch.Tensor
+    g_loss: torch.Tensor
+    g_losses: torch.Tensor
+    shares: torch.Tensor
+
+    def backward(self, d_params: Iterable[torch.Tensor], g_params: Iterable[torch.Tensor]) -> None:
+        """Accumulate D's loss into `d_params` only and the averaged
+        generator loss into `g_params` only (two backward passes over one
+        graph; see the module docstring)."""
+        d_params = [p for p in d_params if p.requires_grad]
+        g_params = [p for p in g_params if p.requires_grad]
+        self.d_loss.backward(inputs=d_params, retain_graph=True)
+        self.g_loss.backward(inputs=g_params)
+
+
+def _check_logits(logits: torch.Tensor) -> torch.Tensor:
+    if logits.dim() != 2 or logits.shape[0] < 2:
+        raise ValueError(f"logits must be [N+1, B] with N >= 1 generators, got {tuple(logits.shape)}")
+    return logits.float()
+
+
+def d_choice(logits: torch.Tensor) -> torch.Tensor:
+    """Index [B] of the image D classifies as real in each group (0 = real);
+    ties go against the real image (see the module docstring)."""
+    fake_best = logits[1:].argmax(0)
+    real_wins = logits[0] > logits[1:].amax(0)
+    return torch.where(real_wins, torch.zeros_like(fake_best), fake_best + 1)
+
+
+def _shares(choice: torch.Tensor, n_plus_1: int) -> torch.Tensor:
+    return F.one_hot(choice, n_plus_1).float().mean(0).detach()
+
+
+def ps_loss(logits: torch.Tensor) -> LossOutput:
+    """Algorithm 2 on D's logits [N+1, B] (row 0 real, row k generator k)."""
+    logits = _check_logits(logits)
+    n_plus_1, batch = logits.shape
+    choice = d_choice(logits.detach())
+
+    # D: cross-entropy towards the real image, only in the groups it got wrong.
+    d_wrong = (choice != 0).float()
+    d_ce = torch.logsumexp(logits, 0) - logits[0]
+    d_loss = (d_wrong * d_ce).sum() / batch
+
+    # Generator k: -log p_k with only row k live, where D did not pick k.
+    frozen = logits.detach()
+    g_losses = []
+    for k in range(1, n_plus_1):
+        live = torch.cat([frozen[:k], logits[k:k + 1], frozen[k + 1:]])
+        nll = torch.logsumexp(live, 0) - logits[k]
+        g_losses.append(((choice != k).float() * nll).sum() / batch)
+    g_losses_t = torch.stack(g_losses)
+    return LossOutput(d_loss, g_losses_t.mean(), g_losses_t, _shares(choice, n_plus_1))
+
+
+def bce_loss(logits: torch.Tensor) -> LossOutput:
+    """Standard non-saturating GAN loss on the same [N+1, B] logits: D's loss
+    is BCE(real -> 1) + the mean over generators of BCE(fake_k -> 0);
+    generator k's loss is BCE(fake_k -> 1) = softplus(-logit); averaged over
+    generators. Every group counts (no masking). `shares` is computed as for
+    `ps_loss`, so the logs are comparable."""
+    logits = _check_logits(logits)
+    n_plus_1 = logits.shape[0]
+    d_loss = F.softplus(-logits[0]).mean() + F.softplus(logits[1:]).mean()
+    g_losses = F.softplus(-logits[1:]).mean(1)
+    return LossOutput(d_loss, g_losses.mean(), g_losses, _shares(d_choice(logits.detach()), n_plus_1))
+
+
+LOSSES = {"ps": ps_loss, "bce": bce_loss}
+
+
+def get_loss(name: str):
+    """The loss function for `cfg.loss` ("ps" or "bce")."""
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}") from None

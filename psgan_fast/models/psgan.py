@@ -1,0 +1,266 @@
+"""PS-GAN as a recipe: N parallel generators, one discriminator, stepwise
+stages with Algorithm 1 at each switch, Algorithm 2 as the update rule.
+
+The parts live where a reader looks for them: the stage networks and the
+schedule in `psgan_fast.stages`, Algorithm 1 in `psgan_fast.transfer` (run
+through `psgan_fast.kernels.mix`, its one-launch Triton form on CUDA),
+Algorithm 2 in `psgan_fast.loss`, running the N generators in
+`psgan_fast.parallel`. This file composes them.
+
+One training step::
+
+    real  <- area-downsample the batch to the current stage's resolution
+    z     <- torch.randn(B, latent) on the device (global RNG, so a restored
+             RNG state resumes exactly); the same z feeds every generator,
+             as in the paper's Fig. 3 - group i is (x_i, G_1(z_i), .., G_N(z_i))
+    fakes <- the N generators (ParallelGenerators, --parallel)
+    logits<- ONE forward of D over cat(real, fake_1, .., fake_N) -> [N+1, B]
+    loss  <- Algorithm 2 (or BCE); D's loss backward into D only, the
+             averaged generators' loss into the generators only (both from
+             that one forward; see psgan_fast.loss), then every optimiser steps.
+
+Network initialisation draws from a private, seeded copy of the CPU RNG
+(seed = f(cfg.seed, stage, network)), so building a stage - at a switch or
+on resume - never moves the global RNG stream that z is drawn from.
+
+Options read from `cfg.extra` (tests and experiments): "width" (feature
+width at the lowest resolution, default 64), "latent_dim" (default 128),
+"channels_last" (default: see `_CHANNELS_LAST_DEFAULT`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psgan_fast.config import TrainConfig
+from psgan_fast.loss import get_loss
+from psgan_fast.parallel import ParallelGenerators
+from psgan_fast.recipe import Recipe, StepOutput
+from psgan_fast.stages import (LATENT_DIM, WIDTH, Discriminator, Generator, StageSchedule,
+                               stage_resolutions)
+from psgan_fast.kernels.mix import mix_weights  # Algorithm 1; Triton on CUDA, psgan_fast.transfer elsewhere
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LR = 2e-4
+DEFAULT_BETAS = (0.5, 0.999)
+# Measured (see the report in psgan_fast/parallel.py's sibling benchmarks):
+# channels_last did not pay on the 2-core CPU; on CUDA it lets cuDNN use
+# NHWC kernels (tensor cores with bf16).
+_CHANNELS_LAST_DEFAULT = {"cpu": False, "cuda": True}
+
+
+class PSGANRecipe(Recipe):
+    name = "psgan"
+
+    def __init__(self, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
+                 device: torch.device) -> None:
+        n = cfg.generators if cfg.generators is not None else 2  # the paper's main model
+        if n < 1:
+            raise ValueError(f"PS-GAN needs at least one generator, got {n}")
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.image_size, self.channels = image_size, channels
+        self.steps_per_epoch = steps_per_epoch
+        self.n = n
+        self.width = int(cfg.extra.get("width", WIDTH))
+        self._latent = int(cfg.extra.get("latent_dim", LATENT_DIM))
+        self.channels_last = bool(cfg.extra.get("channels_last",
+                                                _CHANNELS_LAST_DEFAULT.get(self.device.type, False)))
+        self.resolutions = stage_resolutions(image_size)
+        self.schedule = StageSchedule(cfg.resolved_stage_epochs(len(self.resolutions)))
+        self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
+        self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
+        self.loss_fn = get_loss(cfg.loss)
+        self.autocast = cfg.precision == "bf16"
+        self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
+
+        self._begun = False        # has begin_epoch run since construction?
+        self._epoch = 0            # the epoch of the last begin_epoch
+        self._switch_due = False   # load_state restored a stage the schedule has left
+        self._stage = -1
+        self._build(self.schedule.stage_for_epoch(0))
+
+    # -- the contract ------------------------------------------------------
+    @property
+    def num_generators(self) -> int:
+        return self.n
+
+    @property
+    def latent_dim(self) -> int:
+        return self._latent
+
+    def resolution(self) -> int:
+        return self.resolutions[self._stage]
+
+    def stage(self) -> int:
+        return self._stage
+
+    def begin_epoch(self, epoch: int) -> list[str]:
+        self._epoch = epoch
+        target = self.schedule.stage_for_epoch(epoch)
+        first = not self._begun
+        self._begun = True
+        self._switch_due = False
+        if target == self._stage:
+            return [self._describe()] if first else []
+        if first:  # fresh recipe (new run or resume): nothing trained to transfer
+            self._build(target)
+            return [self._describe()]
+        old = self._stage
+        lines = self._build(target, transfer=True)
+        return [f"stage switch {old} -> {target} at epoch {epoch}", self._describe()] + lines
+
+    def step(self, real: torch.Tensor) -> StepOutput:
+        if self._switch_due:  # resumed into a stage the schedule had already left
+            for line in self.begin_epoch(self._epoch):
+                log.info(line)
+        res = self.resolution()
+        real = real.to(self.device, non_blocking=True)
+        if real.shape[-1] != res or real.shape[-2] != res:
+            real = F.interpolate(real, size=(res, res), mode="area")
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        batch = real.shape[0]
+        z = torch.randn(batch, self._latent, device=self.device)
+
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            fakes = self._runner(z)
+            logits = self._d_run(torch.cat([real, *fakes])).view(self.n + 1, batch)
+        out = self.loss_fn(logits)
+
+        for opt in self._opts.values():
+            opt.zero_grad(set_to_none=True)
+        out.backward(self._D.parameters(), [p for g in self._gens for p in g.parameters()])
+        for opt in self._opts.values():
+            opt.step()
+
+        extras = {"case_real": out.shares[0]}
+        extras.update({f"case_fake{k}": out.shares[k] for k in range(1, self.n + 1)})
+        return StepOutput(out.d_loss.detach(), out.g_losses.detach(), extras)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
+        return [self.generate_one(z, k) for k in range(self.n)]
+
+    @torch.no_grad()
+    def generate_one(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        g = self._gens[k]
+        flag = g.training
+        try:
+            g.eval()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                return g(z.to(self.device)).float().clamp_(-1, 1).contiguous()
+        finally:
+            g.train(flag)
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {f"G{i}": g for i, g in enumerate(self._gens)}
+        mods["D"] = self._D
+        return mods
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return dict(self._opts)
+
+    def state(self) -> dict[str, Any]:
+        return {"stage": self._stage, "resolution": self.resolution()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        stage = int(state.get("stage", self._stage))
+        if stage != self._stage:
+            # The checkpoint's tensors belong to `stage`: build it as is; the
+            # switch (with transfer) follows at the next begin_epoch or step.
+            self._build(stage)
+        self._switch_due = self._begun and stage != self.schedule.stage_for_epoch(self._epoch)
+
+    # -- building stages ---------------------------------------------------
+    def _init_seed(self, stage: int, net: int) -> int:
+        return (self.cfg.seed * 1_000_003 + stage * 1_009 + net) % (2 ** 63)
+
+    def _make(self, stage: int, net: int) -> nn.Module:
+        """Network `net` (0..N-1 generators, N the discriminator) of `stage`,
+        initialised from a private seeded RNG (the global stream is untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self._init_seed(stage, net))
+            if net < self.n:
+                m = Generator(stage, self.resolutions, latent_dim=self._latent,
+                              channels=self.channels, width=self.width)
+            else:
+                m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width)
+        m = m.to(self.device)
+        if self.channels_last:
+            m = m.to(memory_format=torch.channels_last)
+        return m.train()
+
+    def _build(self, stage: int, transfer: bool = False) -> list[str]:
+        gens = [self._make(stage, i) for i in range(self.n)]
+        disc = self._make(stage, self.n)
+        lines: list[str] = []
+        if transfer:
+            for i, (old, new) in enumerate(zip(self._gens, gens)):
+                _, report = mix_weights(old, new, self.cfg.alpha)
+                lines += report.lines(prefix=f"transfer G{i}: ")
+            _, report = mix_weights(self._D, disc, self.cfg.alpha)
+            lines += report.lines(prefix="transfer D: ")
+        self._gens, self._D, self._stage = gens, disc, stage
+        self._opts = {f"G{i}": self._adam(g) for i, g in enumerate(gens)}
+        self._opts["D"] = self._adam(disc)
+        self._runner = ParallelGenerators(gens, self.cfg.parallel, self.device)
+        self._d_run = torch.compile(disc) if self.compile else disc
+        if self.compile and self._runner.mode != "fused":
+            self._runner.generators = [torch.compile(g) for g in gens]
+        return lines
+
+    def _adam(self, module: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(module.parameters(), lr=self.lr, betas=self.betas)
+
+    def _describe(self) -> str:
+        res = self.resolution()
+        g_params = sum(p.numel() for p in self._gens[0].parameters())
+        d_params = sum(p.numel() for p in self._D.parameters())
+        return (f"stage {self._stage}: {res}x{res}, {self.n} generator(s) of {g_params:,} params, "
+                f"D {d_params:,} params, parallel={self._runner.mode}")
+
+
+def benchmark(configs: list[tuple[int, str, str, bool]], *, batch: int = 64, steps: int = 12,
+              image_size: int = 28, stage: int = 2) -> dict[tuple, tuple[float, float]]:
+    """Training images/s (best, median) of `step` for each (generators,
+    precision, parallel, channels_last), at `stage` on random data. The
+    configurations take turns step by step so that load from other
+    processes hits them alike."""
+    stage_epochs = tuple(1 if k == stage else 0 for k in range(len(stage_resolutions(image_size))))
+    recipes = {}
+    for n, precision, parallel, cl in configs:
+        cfg = TrainConfig(generators=n, precision=precision, parallel=parallel,
+                          stage_epochs=stage_epochs, extra={"channels_last": cl})
+        recipes[(n, precision, parallel, cl)] = PSGANRecipe(
+            cfg, image_size=image_size, channels=1, steps_per_epoch=steps, device=torch.device("cpu"))
+        recipes[(n, precision, parallel, cl)].begin_epoch(0)
+    real = torch.rand(batch, 1, image_size, image_size) * 2 - 1
+    times: dict[tuple, list[float]] = {key: [] for key in recipes}
+    import time
+    for i in range(steps + 2):
+        for key, recipe in recipes.items():
+            t0 = time.perf_counter()
+            recipe.step(real).d_loss.item()
+            if i >= 2:
+                times[key].append(time.perf_counter() - t0)
+    return {key: (batch / min(ts), batch / sorted(ts)[len(ts) // 2]) for key, ts in times.items()}
+
+
+if __name__ == "__main__":
+    import sys
+
+    ns = [int(a) for a in sys.argv[1:]] or [1, 2, 3]
+    configs = [(n, prec, par, cl) for n in ns for prec in ("fp32", "bf16")
+               for par in ("sequential", "fused") for cl in (False, True)
+               if not (n == 1 and par == "fused")]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, stage 2 (28x28)")
+    print("N  precision  parallel    channels_last  best img/s  median img/s")
+    for (n, prec, par, cl), (best, med) in benchmark(configs).items():
+        print(f"{n}  {prec:<9}  {par:<10}  {str(cl):<13}  {best:10.0f}  {med:12.0f}")

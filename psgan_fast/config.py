@@ -30,7 +30,7 @@ class TrainConfig:
     """
 
     model: str = "psgan"
-    generators: int = 2
+    generators: Optional[int] = None  # None: 2 for psgan (the paper's main model), 1 for baselines
     epochs: int = 10
     stage_epochs: Optional[tuple[int, ...]] = None
     alpha: float = 0.1
@@ -51,6 +51,7 @@ class TrainConfig:
     limit_batches: Optional[int] = None
     sample_every: int = 1
     checkpoint_every: int = 1
+    checkpoint_steps: int = 0  # also checkpoint every K steps inside an epoch (0: epoch ends only)
     log_every: int = 50
     eval_every: int = 0
     deterministic: bool = False
@@ -75,6 +76,11 @@ class TrainConfig:
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
         return cls(**d)
+
+    def num_generators(self) -> int:
+        if self.generators is not None:
+            return self.generators
+        return 2 if self.model == "psgan" else 1
 
     def resolved_stage_epochs(self, num_stages: int = 3) -> tuple[int, ...]:
         """Epochs per stage; the last stage absorbs any rounding."""

@@ -208,13 +208,20 @@ class BatchStream:
             yield from_numpy(images), from_numpy(labels)
 
 
+_MINUS_ONE = torch.tensor(-1.0)  # 0-d CPU tensors act as scalars on any device
+
+
 def to_float(images: torch.Tensor, device: Union[torch.device, str, None] = None,
              non_blocking: bool = True) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1] on `device` (moved first, as uint8,
-    so the host-to-device copy carries a quarter of the bytes)."""
+    """uint8 [0, 255] -> float32 [-1, 1] on `device`.
+
+    The batch moves first, as uint8 (a quarter of the bytes of float), and
+    the conversion is a single fused op, -1 + (2/255) * x, rather than
+    three (float, mul, sub): on the CPU each extra op costs about as much
+    as the arithmetic for a 64-image batch."""
     if device is not None:
         images = images.to(device, non_blocking=non_blocking)
-    return images.float().mul_(2.0 / 255.0).sub_(1.0)
+    return torch.add(_MINUS_ONE, images, alpha=2.0 / 255.0)
 
 
 # --------------------------------------------------------------------------

@@ -87,6 +87,11 @@ class Recipe(abc.ABC):
         (eval-mode behaviour for normalisation layers, no RNG side effects
         beyond what z fixes)."""
 
+    @torch.no_grad()
+    def generate_one(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """Generator k's images for z; recipes may override to skip the others."""
+        return self.generate(z)[k]
+
     @abc.abstractmethod
     def modules(self) -> dict[str, nn.Module]:
         """Every trainable network by a stable name ("G0", "G1", ..., "D")."""

@@ -1,0 +1,159 @@
+"""`python -m psgan_fast.train`: train PS-GAN or a baseline on MNIST-like data.
+
+Examples:
+  python -m psgan_fast.train --generators 3
+  python -m psgan_fast.train --model sngan --epochs 5 --out runs/sngan
+  python -m psgan_fast.train --resume runs/sngan --epochs 8
+  python -m psgan_fast.train --generators 2 --limit-batches 20 --epochs 3   # smoke run
+
+Exit status: 0 done, 1 an error (missing data, bad checkpoint), 2 a bad
+flag, 3 training diverged (NaN/Inf loss; the last good checkpoint is kept),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 2,3,5, got {text!r}") from None
+    return vals
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two comma-separated floats like 0.5,0.999, got {text!r}") from None
+    if len(vals) != 2:
+        raise argparse.ArgumentTypeError(f"expected two values, got {len(vals)}")
+    return vals  # type: ignore[return-value]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m psgan_fast.train",
+        description="Train PS-GAN (N parallel generators, stepwise stages) or a baseline.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a("--model", choices=MODELS, default=d.model, help="training method")
+    a("--generators", type=_positive_int, default=None, help="number of parallel generators N (psgan; default 2)")
+    a("--epochs", type=_positive_int, default=d.epochs, help="total epochs over all stages")
+    a("--stage-epochs", type=_int_list, default=None,
+      help="epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: 20%%/30%%/50%% of --epochs)")
+    a("--alpha", type=_float, default=d.alpha, help="Algorithm 1 mixing weight at stage switches")
+    a("--batch-size", type=_positive_int, default=d.batch_size)
+    a("--lr", type=_float, default=None, help="learning rate (default: the model's published value)")
+    a("--betas", type=_betas, default=None, help="Adam betas, e.g. 0.5,0.999 (default: the model's)")
+    a("--loss", choices=LOSSES, default=d.loss, help="ps: Algorithm 2; bce: non-saturating BCE (ablation)")
+    a("--parallel", choices=PARALLEL, default=d.parallel, help="how the N generators run")
+    a("--precision", choices=PRECISIONS, default=d.precision, help="bf16 autocast or plain fp32")
+    a("--compile", action=argparse.BooleanOptionalAction, default=None,
+      help="torch.compile the networks (default: on for CUDA, off for CPU)")
+    a("--device", choices=DEVICES, default=d.device)
+    a("--seed", type=_nonneg_int, default=d.seed)
+    a("--dataset", default=d.dataset, help="mnist, fashion-mnist, or a folder with an IDX image/label pair")
+    a("--data-dir", default=None, help="folder holding the data set's files")
+    a("--out", default=None, help="run directory (default: runs/<model>-g<N>-<time>)")
+    a("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    a("--max-steps", type=_positive_int, default=None, help="stop after this many steps in total")
+    a("--limit-batches", type=_positive_int, default=None, help="batches per epoch (smoke runs)")
+    a("--sample-every", type=_nonneg_int, default=d.sample_every, help="epochs between sample grids (0: off)")
+    a("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every, help="epochs between checkpoints")
+    a("--checkpoint-steps", type=_nonneg_int, default=d.checkpoint_steps,
+      help="also checkpoint every K steps inside an epoch (0: off)")
+    a("--log-every", type=_positive_int, default=d.log_every, help="steps between metrics.jsonl lines")
+    a("--eval-every", type=_nonneg_int, default=d.eval_every, help="epochs between FID/IS evaluations (0: off)")
+    a("--deterministic", action="store_true", help="torch deterministic algorithms (exact resume on CPU)")
+    a("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = vars(args).copy()
+    return TrainConfig(**fields)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    from psgan_fast.checkpoint import CheckpointError
+    from psgan_fast.trainer import ConfigError, Trainer, TrainingDiverged
+
+    try:
+        trainer = Trainer(cfg)
+    except ConfigError as e:
+        parser.error(str(e))  # exits 2, naming the flag
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"run directory: {trainer.run_dir}", file=sys.stderr)
+    try:
+        run_dir = trainer.run()
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python -m psgan_fast.train --resume {trainer.run_dir}", file=sys.stderr)
+        return 130
+    print(f"done: {run_dir}  (samples/, losses.png, metrics.jsonl, checkpoints/)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+# `psgan_fast.train` is both this CLI module (`python -m psgan_fast.train`)
+# and the API function `psgan_fast.train(config, callbacks=())`: importing a
+# submodule rebinds the package attribute of the same name, so the module
+# itself is made callable and forwards to `psgan_fast.trainer.train`.
+class _CallableModule(type(sys)):
+    def __call__(self, config: TrainConfig, callbacks=()):  # type: ignore[no-untyped-def]
+        from psgan_fast.trainer import train as _train
+
+        return _train(config, callbacks)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -47,6 +47,22 @@ class Recipe(abc.ABC):
 
     #: registry name, e.g. "psgan", "sngan", "sngan-nosn", "progan"
     name: str = ""
+    #: (rank, world_size) of a data-parallel run; set by the trainer.
+    shard: tuple[int, int] = (0, 1)
+
+    def noise(self, batch: int, *shape: int, device: torch.device | None = None,
+              kind: str = "normal") -> torch.Tensor:
+        """Random numbers for a batch, drawn so that data-parallel ranks
+        together draw exactly what one process with the global batch would:
+        every rank draws the global batch (`batch * world_size` rows) from the
+        shared RNG stream and keeps rows `rank::world_size`, the rows of the
+        images its BatchStream shard holds. Use it for z and for any other
+        per-sample randomness (e.g. gradient-penalty interpolation).
+        kind: "normal" (torch.randn) or "uniform" (torch.rand)."""
+        rank, world = self.shard
+        draw = torch.randn if kind == "normal" else torch.rand
+        full = draw(batch * world, *shape, device=device)
+        return full if world == 1 else full[rank::world]
 
     @property
     @abc.abstractmethod

@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from psgan_fast import checkpoint as ckpt_mod
+from psgan_fast import distributed as dist_mod
 from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
 from psgan_fast.data import BatchStream, find_dataset, to_float
 from psgan_fast.models import build_recipe
@@ -194,12 +195,24 @@ class Trainer:
         if resume_dir is not None:
             cfg = self._merge_resume(cfg, resume_dir)
         self.cfg = validate(cfg)
-        self.device = resolve_device(self.cfg.device)
+        self.dist = dist_mod.setup(self.cfg.device)
+        self.device = dist_mod.device_for(self.dist, resolve_device(self.cfg.device))
+        ws = self.dist.world_size
+        if self.cfg.batch_size % ws:
+            raise ConfigError("--batch-size", f"the global batch {self.cfg.batch_size} does not divide over "
+                                              f"{ws} ranks; choose a multiple of {ws}")
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.run_dir = resume_dir or Path(self.cfg.out or _default_run_dir(self.cfg))
+        run_dir = resume_dir or Path(self.cfg.out or _default_run_dir(self.cfg))
+        if self.dist.enabled:  # every rank must agree on rank 0's (time-stamped) default
+            holder = [str(run_dir)]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            run_dir = Path(holder[0])
+        self.run_dir = run_dir
+        self.is_main = self.dist.is_main
         images, labels = find_dataset(self.cfg.dataset, self.cfg.data_dir, "train")
-        self.stream = BatchStream(images, labels, batch_size=self.cfg.batch_size, seed=self.cfg.seed)
+        self.stream = BatchStream(images, labels, batch_size=self.cfg.batch_size // ws, seed=self.cfg.seed,
+                                  rank=self.dist.rank, world_size=ws)
         c, h, w = self.stream.image_shape
         if h != w:
             raise ConfigError("--dataset", f"images must be square, got {h}x{w}")
@@ -213,6 +226,8 @@ class Trainer:
         with _forked(_derived_seed(self.cfg.seed, -1), self.device):
             self.recipe = build_recipe(self.cfg, image_size=h, channels=c, steps_per_epoch=self.steps_per_epoch,
                                        device=self.device)
+        self.recipe.shard = (self.dist.rank, ws)
+        self._synced: set[int] = set()
         self.fixed_z = torch.randn(SAMPLE_COUNT, self.recipe.latent_dim,
                                    generator=torch.Generator().manual_seed(self.cfg.seed + 12345)).to(self.device)
         self.compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
@@ -260,6 +275,7 @@ class Trainer:
                 "latent_dim": self.recipe.latent_dim,
                 "torch_threads": torch.get_num_threads(),
             },
+            "world_size": self.dist.world_size,
             "versions": _versions(),
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or "cpu",
         }
@@ -268,6 +284,13 @@ class Trainer:
     def _begin_epoch(self, epoch: int) -> list[str]:
         with _forked(_derived_seed(self.cfg.seed, epoch), self.device):
             msgs = self.recipe.begin_epoch(epoch)
+        if self.dist.enabled:
+            for m in self.recipe.modules().values():
+                dist_mod.globalise_batchnorm(m)
+            for opt in self.recipe.optimizers().values():
+                if id(opt) not in self._synced:
+                    dist_mod.attach_gradient_sync(opt, self.dist.world_size)
+                    self._synced.add(id(opt))
         if self.compile:
             for m in self.recipe.modules().values():
                 if id(m) not in self._compiled:
@@ -278,6 +301,8 @@ class Trainer:
     # ------------------------------------------------------------------ logs
 
     def _log(self, record: dict) -> None:
+        if not self.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -285,10 +310,18 @@ class Trainer:
         """Drop records a killed run wrote after its last checkpoint."""
         path = self.run_dir / "metrics.jsonl"
         kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= step]
-        ckpt_mod.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        if self.is_main:
+            ckpt_mod.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self.epoch_records = [r for r in kept if r.get("kind") == "epoch"]
 
     def _message(self, text: str) -> None:
+        """Log a line to metrics.jsonl and print it; indented detail lines
+        (e.g. the per-tensor transfer report) go to the log only."""
+        if not self.is_main:
+            return
+        if ":   " in text:
+            self._log({"kind": "message", "step": self.step, "text": text})
+            return
         if self.bar is not None:
             self.bar.write(text)
         else:
@@ -297,7 +330,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def _save(self, epoch: int, batch: int, sums: dict[str, Any]) -> Path:
+    def _save(self, epoch: int, batch: int, sums: dict[str, Any]) -> Optional[Path]:
+        if not self.is_main:
+            return None
         state = {
             "epoch": epoch, "batch": batch, "step": self.step, "model": self.cfg.model,
             "generators": self.cfg.generators, "recipe": self.recipe.state(),
@@ -340,10 +375,10 @@ class Trainer:
                 acc[k] = v.clone()
 
     def _means(self, acc: dict[str, torch.Tensor], n: int) -> dict[str, Any]:
+        """Means of accumulated values (over ranks too); a host sync."""
         out = {}
         for k, v in acc.items():
-            m = (v / max(n, 1)).tolist()
-            out[k] = m
+            out[k] = dist_mod.all_mean(v / max(n, 1), self.dist).tolist()
         return out
 
     def _check_finite(self, means: dict[str, Any], epoch: int) -> None:
@@ -369,13 +404,14 @@ class Trainer:
         self._log(record)
         self.epoch_records.append(record)
         title = f"{self.cfg.model} N={self.cfg.generators}"
-        save_loss_plot(self.run_dir / "losses.png", self.epoch_records, title)
         last = epoch + 1 == self.cfg.epochs
-        if self.cfg.sample_every and ((epoch + 1) % self.cfg.sample_every == 0 or last):
+        if self.is_main:
+            save_loss_plot(self.run_dir / "losses.png", self.epoch_records, title)
+        if self.is_main and self.cfg.sample_every and ((epoch + 1) % self.cfg.sample_every == 0 or last):
             imgs = self.recipe.generate(self.fixed_z)
             save_sample_grids(self.run_dir / "samples" / f"epoch_{epoch + 1:04d}.png", imgs,
                               f"{title}, epoch {epoch + 1}, {self.recipe.resolution()}px")
-        if self.cfg.eval_every and ((epoch + 1) % self.cfg.eval_every == 0 or last):
+        if self.is_main and self.cfg.eval_every and ((epoch + 1) % self.cfg.eval_every == 0 or last):
             self._evaluate(epoch, record)
         for cb in self.callbacks:
             cb.on_epoch_end(record, self.recipe)
@@ -393,20 +429,23 @@ class Trainer:
         record["eval"] = res
 
     def run(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        dist_mod.barrier(self.dist)
         self.bar = None
         self.step = 0
         start_epoch, start_batch, sums_json = 0, 0, {}
         if self.resume_ckpt is not None:
             start_epoch, start_batch, sums_json = self._restore()
-        elif self.cfg.resume:
+        elif self.cfg.resume and self.is_main:
             # A run killed before its first checkpoint starts over.
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
-        self._write_config()
+        if self.is_main:
+            self._write_config()
         total = self.cfg.epochs * self.steps_per_epoch
         if self.cfg.max_steps:
             total = min(total, self.cfg.max_steps)
-        if self.cfg.progress:
+        if self.cfg.progress and self.is_main:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, initial=min(self.step, total), unit="step", dynamic_ncols=True,
@@ -416,6 +455,7 @@ class Trainer:
         finally:
             if self.bar is not None:
                 self.bar.close()
+        dist_mod.barrier(self.dist)
         return self.run_dir
 
     def _loop(self, start_epoch: int, start_batch: int, sums_json: dict, total: int) -> None:

@@ -1,0 +1,75 @@
+"""Two CPU processes (gloo, launched by torchrun) train like one process
+with the same global batch: identical parameters across ranks after every
+step, and the same final weights as a single-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import psgan_fast
+from psgan_fast import checkpoint as ckpt_mod
+from psgan_fast.config import TrainConfig
+from psgan_fast.distributed import GlobalBatchNorm2d, globalise_batchnorm
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchrun(nproc: int, script_args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           f"--nproc_per_node={nproc}", *script_args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("model", ["psgan", "sngan"])
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mnist_train, model):
+    common = dict(model=model, epochs=2, stage_epochs=(0, 1, 1) if model == "psgan" else None,
+                  batch_size=16, limit_batches=3, log_every=1, progress=False, seed=5,
+                  generators=2 if model == "psgan" else None)
+    dist_cfg = TrainConfig(**common, out=str(tmp_path / "dist")).to_json()
+    res = torchrun(2, [str(REPO / "tests" / "helpers" / "dist_worker.py"), json.dumps(dist_cfg)], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "sync-checked steps: 6" in res.stdout
+    single = psgan_fast.train(TrainConfig(**common, out=str(tmp_path / "single")))
+    a = load_file(str(ckpt_mod.latest(tmp_path / "dist") / "weights.safetensors"))
+    b = load_file(str(ckpt_mod.latest(single) / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=2e-4, msg=lambda m: f"{k}: {m}")
+        else:
+            assert torch.equal(a[k], b[k]), k
+    cfg = json.loads((tmp_path / "dist" / "config.json").read_text())
+    assert cfg["world_size"] == 2
+    # only rank 0 wrote: one line per step, not two
+    steps = [json.loads(l)["step"] for l in (tmp_path / "dist" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["kind"] == "step"]
+    assert steps == list(range(1, 7))
+
+
+def test_cli_under_torchrun_and_a_global_batch_that_does_not_divide(tmp_path, mnist_train):
+    res = torchrun(2, ["-m", "psgan_fast.train", "--generators", "2", "--epochs", "1", "--stage-epochs", "0,0,1",
+                       "--limit-batches", "2", "--batch-size", "15", "--no-progress", "--out", str(tmp_path / "r")],
+                   tmp_path)
+    assert res.returncode != 0
+    assert "--batch-size" in res.stderr and "does not divide" in res.stderr
+
+
+def test_global_batchnorm_keeps_state_dict_and_single_process_behaviour():
+    bn = torch.nn.BatchNorm2d(3)
+    keys = list(bn.state_dict())
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), bn)
+    assert globalise_batchnorm(net) == 1
+    assert type(net[1]) is GlobalBatchNorm2d and list(net[1].state_dict()) == keys
+    x = torch.randn(4, 1, 6, 6)
+    ref = torch.nn.BatchNorm2d(3)
+    ref.load_state_dict(net[1].state_dict())
+    torch.testing.assert_close(net[1](x[:, :1].repeat(1, 3, 1, 1)), ref(x[:, :1].repeat(1, 3, 1, 1)))

@@ -49,10 +49,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LR = 2e-4
 DEFAULT_BETAS = (0.5, 0.999)
-# Measured (see the report in psgan_fast/parallel.py's sibling benchmarks):
-# channels_last did not pay on the 2-core CPU; on CUDA it lets cuDNN use
-# NHWC kernels (tensor cores with bf16).
-_CHANNELS_LAST_DEFAULT = {"cpu": False, "cuda": True}
+# channels_last (NHWC) measured 15-25% faster training steps on the 2-core
+# CPU (oneDNN), fp32 and bf16 alike; on CUDA it is cuDNN's preferred layout
+# for bf16 tensor cores (not measured here: no GPU on the build machine).
+_CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
 
 
 class PSGANRecipe(Recipe):
@@ -81,7 +81,7 @@ class PSGANRecipe(Recipe):
         self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
 
         self._begun = False        # has begin_epoch run since construction?
-        self._epoch = 0            # the epoch of the last begin_epoch
+        self._epoch: Optional[int] = None  # the epoch of the last begin_epoch
         self._switch_due = False   # load_state restored a stage the schedule has left
         self._stage = -1
         self._build(self.schedule.stage_for_epoch(0))
@@ -109,9 +109,12 @@ class PSGANRecipe(Recipe):
         self._switch_due = False
         if target == self._stage:
             return [self._describe()] if first else []
-        if first:  # fresh recipe (new run or resume): nothing trained to transfer
+        if first:  # fresh recipe (new run, or resume): nothing trained to transfer
             self._build(target)
             return [self._describe()]
+        if target < self._stage:  # stages only move forward; keep the trained networks
+            return [f"epoch {epoch} is scheduled for stage {target}, but stage {self._stage} "
+                    f"is loaded; staying at stage {self._stage}"]
         old = self._stage
         lines = self._build(target, transfer=True)
         return [f"stage switch {old} -> {target} at epoch {epoch}", self._describe()] + lines
@@ -127,7 +130,7 @@ class PSGANRecipe(Recipe):
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         batch = real.shape[0]
-        z = torch.randn(batch, self._latent, device=self.device)
+        z = self.noise(batch, self._latent, device=self.device)
 
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             fakes = self._runner(z)
@@ -176,7 +179,9 @@ class PSGANRecipe(Recipe):
             # The checkpoint's tensors belong to `stage`: build it as is; the
             # switch (with transfer) follows at the next begin_epoch or step.
             self._build(stage)
-        self._switch_due = self._begun and stage != self.schedule.stage_for_epoch(self._epoch)
+        self._begun = True  # the networks hold trained weights from here on
+        self._switch_due = (self._epoch is not None
+                            and stage < self.schedule.stage_for_epoch(self._epoch))
 
     # -- building stages ---------------------------------------------------
     def _init_seed(self, stage: int, net: int) -> int:
@@ -217,7 +222,9 @@ class PSGANRecipe(Recipe):
         return lines
 
     def _adam(self, module: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(module.parameters(), lr=self.lr, betas=self.betas)
+        # fused=True: one kernel for all tensors (CPU too since torch 2.4);
+        # measured 0.6 ms vs 2.9 ms per step for a 0.48M-parameter generator.
+        return torch.optim.Adam(module.parameters(), lr=self.lr, betas=self.betas, fused=True)
 
     def _describe(self) -> str:
         res = self.resolution()
@@ -254,9 +261,14 @@ def benchmark(configs: list[tuple[int, str, str, bool]], *, batch: int = 64, ste
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    ns = [int(a) for a in sys.argv[1:]] or [1, 2, 3]
+    ap = argparse.ArgumentParser(description="PS-GAN training throughput on the CPU")
+    ap.add_argument("generators", nargs="*", type=int, default=[1, 2, 3])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ns = args.generators
     configs = [(n, prec, par, cl) for n in ns for prec in ("fp32", "bf16")
                for par in ("sequential", "fused") for cl in (False, True)
                if not (n == 1 and par == "fused")]

@@ -1,0 +1,249 @@
+"""SNGAN baseline (Miyato et al. 2018): spectral normalisation on every layer of D.
+
+Registered twice (`psgan_fast.models.RECIPES`): "sngan" (spectral_norm=True)
+and "sngan-nosn" (the paper's timing variant with spectral norm removed;
+everything else identical).
+
+Networks: the SNGAN paper's "standard CNN" (its Table 3), scaled to MNIST.
+The resolution doubles twice, so ``image_size`` must be divisible by 4
+(28 -> 7, 14, 28). Level i (i = 0 lowest resolution) has
+``max(width >> i, 16)`` channels: 64, 32, 16 at the default width 64, the
+same widths as PS-GAN's last stage, so the time tables compare methods and
+not network sizes::
+
+    G   z [128] -> Linear -> [w0, s/4, s/4] -> BN -> ReLU
+        -> ConvT 4x4 s2 -> w1 -> BN -> ReLU -> ConvT 4x4 s2 -> w2 -> BN -> ReLU
+        -> Conv 3x3 -> channels -> tanh                      (images in [-1, 1])
+    D   Conv 3x3 -> w2, Conv 4x4 s2 -> w2,     (at s)
+        Conv 3x3 -> w1, Conv 4x4 s2 -> w1,     (at s/2)
+        Conv 3x3 -> w0,                        (at s/4)
+        Linear -> 1 logit; LeakyReLU(0.1) after every conv; no normalisation
+        layer, and spectral norm (psgan_fast.kernels, impl="auto") on every
+        conv and the linear when enabled.
+
+Loss and optimiser (the paper's setting "C" with the hinge loss, its best
+standard-CNN result): D minimises ``E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]``,
+G minimises ``-E[D(G(z))]``; Adam lr 2e-4, betas (0.5, 0.999), n_dis = 1.
+``cfg.lr`` / ``cfg.betas`` override the optimiser; ``cfg.extra["sngan_loss"]
+= "bce"`` selects the non-saturating loss the paper also reports.
+
+One step: z ~ N(0, I) from the global RNG; ONE G forward; D updated on one
+forward over cat(real, fake.detach()) (no BatchNorm in D, so batching the two
+changes nothing); then G updated through D(fake) with D's parameters frozen
+(no weight gradients wasted on D). With spectral norm each D forward in
+training mode runs one power iteration, so a step runs two.
+
+Other options from ``cfg.extra``: "width" (64), "latent_dim" (128),
+"sn_impl" ("auto", "triton" or "ref"), "channels_last" (default: on for
+CUDA, off for the CPU, as for PS-GAN). Networks are initialised from a
+private RNG seeded by ``cfg.seed`` (the global stream that z comes from is
+not moved), with PyTorch's default initialisers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psgan_fast.config import TrainConfig
+from psgan_fast.kernels import spectral_norm as apply_spectral_norm
+from psgan_fast.recipe import Recipe, StepOutput
+
+DEFAULT_LR = 2e-4
+DEFAULT_BETAS = (0.5, 0.999)
+LATENT_DIM = 128
+WIDTH = 64
+MIN_WIDTH = 16
+LEAK = 0.1
+LOSSES = ("hinge", "bce")
+_CHANNELS_LAST_DEFAULT = {"cpu": False, "cuda": True}
+
+
+def _widths(width: int) -> list[int]:
+    return [max(width >> i, MIN_WIDTH) for i in range(3)]
+
+
+def _base(image_size: int) -> int:
+    if image_size < 4 or image_size % 4:
+        raise ValueError(f"SNGAN's networks double the resolution twice: image size {image_size} "
+                         f"must be divisible by 4 (pad or resize, e.g. to "
+                         f"{-(-image_size // 4) * 4})")
+    return image_size // 4
+
+
+class Generator(nn.Module):
+    """z [B, latent] -> images [B, channels, size, size] in [-1, 1]."""
+
+    def __init__(self, image_size: int = 28, channels: int = 1, latent_dim: int = LATENT_DIM,
+                 width: int = WIDTH) -> None:
+        super().__init__()
+        w0, w1, w2 = _widths(width)
+        self.base, self.w0 = _base(image_size), w0
+        self.fc = nn.Linear(latent_dim, w0 * self.base ** 2)
+        self.bn0 = nn.BatchNorm2d(w0)
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(w0, w1, 4, stride=2, padding=1), nn.BatchNorm2d(w1), nn.ReLU(True),
+            nn.ConvTranspose2d(w1, w2, 4, stride=2, padding=1), nn.BatchNorm2d(w2), nn.ReLU(True))
+        self.to_image = nn.Conv2d(w2, channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.fc(z).view(z.shape[0], self.w0, self.base, self.base)
+        x = self.up(torch.relu(self.bn0(x)))
+        return torch.tanh(self.to_image(x))
+
+
+class Discriminator(nn.Module):
+    """Images [B, channels, size, size] -> logits [B]."""
+
+    def __init__(self, image_size: int = 28, channels: int = 1, width: int = WIDTH) -> None:
+        super().__init__()
+        w0, w1, w2 = _widths(width)
+        base = _base(image_size)
+        self.convs = nn.ModuleList([
+            nn.Conv2d(channels, w2, 3, padding=1),
+            nn.Conv2d(w2, w2, 4, stride=2, padding=1),
+            nn.Conv2d(w2, w1, 3, padding=1),
+            nn.Conv2d(w1, w1, 4, stride=2, padding=1),
+            nn.Conv2d(w1, w0, 3, padding=1),
+        ])
+        self.fc = nn.Linear(w0 * base ** 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.leaky_relu(conv(x), LEAK)
+        return self.fc(x.flatten(1)).squeeze(1)
+
+
+def add_spectral_norm(module: nn.Module, impl: str = "auto") -> nn.Module:
+    """Spectral norm on every Linear and Conv layer of `module` (in place)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            apply_spectral_norm(m, impl=impl)
+    return module
+
+
+class SNGANRecipe(Recipe):
+    """SNGAN (``spectral_norm=True``) or the same GAN without it."""
+
+    name = "sngan"
+
+    def __init__(self, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
+                 device: torch.device, spectral_norm: bool = True) -> None:
+        if cfg.generators not in (None, 1):
+            raise ValueError(f"SNGAN trains one generator, got generators={cfg.generators}")
+        self.cfg = cfg
+        self.name = "sngan" if spectral_norm else "sngan-nosn"
+        self.device = torch.device(device)
+        self.image_size, self.channels = image_size, channels
+        self.steps_per_epoch = steps_per_epoch
+        self.spectral_norm = spectral_norm
+        self._latent = int(cfg.extra.get("latent_dim", LATENT_DIM))
+        width = int(cfg.extra.get("width", WIDTH))
+        self.sn_impl = str(cfg.extra.get("sn_impl", "auto"))
+        self.loss = str(cfg.extra.get("sngan_loss", "hinge"))
+        if self.loss not in LOSSES:
+            raise ValueError(f"sngan_loss must be one of {LOSSES}, got {self.loss!r}")
+        self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
+        self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
+        self.autocast = cfg.precision == "bf16"
+        self.channels_last = bool(cfg.extra.get(
+            "channels_last", _CHANNELS_LAST_DEFAULT.get(self.device.type, False)))
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.G = Generator(image_size, channels, self._latent, width)
+            self.D = Discriminator(image_size, channels, width)
+            if spectral_norm:  # u vectors drawn here, from the same private RNG
+                add_spectral_norm(self.D, self.sn_impl)
+        memory = torch.channels_last if self.channels_last else torch.preserve_format
+        self.G = self.G.to(self.device, memory_format=memory).train()
+        self.D = self.D.to(self.device, memory_format=memory).train()
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=self.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr, betas=self.betas)
+        self._steps = 0
+        self._begun = False
+
+    # -- the contract ------------------------------------------------------
+    @property
+    def num_generators(self) -> int:
+        return 1
+
+    @property
+    def latent_dim(self) -> int:
+        return self._latent
+
+    def resolution(self) -> int:
+        return self.image_size
+
+    def begin_epoch(self, epoch: int) -> list[str]:
+        if self._begun:
+            return []
+        self._begun = True
+        g = sum(p.numel() for p in self.G.parameters())
+        d = sum(p.numel() for p in self.D.parameters())
+        sn = f"spectral norm on every D layer (impl={self.sn_impl})" if self.spectral_norm \
+            else "no spectral norm"
+        return [f"{self.name}: {self.image_size}x{self.image_size}, G {g:,} params, D {d:,} params, "
+                f"{sn}, {self.loss} loss, Adam lr={self.lr:g} betas={self.betas}"]
+
+    def step(self, real: torch.Tensor) -> StepOutput:
+        real = real.to(self.device, non_blocking=True)
+        if real.shape[-2:] != (self.image_size, self.image_size):
+            real = F.interpolate(real, size=(self.image_size, self.image_size), mode="area")
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        batch = real.shape[0]
+        z = torch.randn(batch, self._latent, device=self.device)
+        amp = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+
+        with torch.autocast(**amp):
+            fake = self.G(z)
+            logits = self.D(torch.cat([real, fake.detach()])).float()
+        d_real, d_fake = logits[:batch], logits[batch:]
+        if self.loss == "hinge":
+            d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
+        else:
+            d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.opt_d.step()
+
+        self.D.requires_grad_(False)
+        try:
+            with torch.autocast(**amp):
+                g_logits = self.D(fake).float()
+            g_loss = -g_logits.mean() if self.loss == "hinge" else F.softplus(-g_logits).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+        finally:
+            self.D.requires_grad_(True)
+        self._steps += 1
+        return StepOutput(d_loss.detach(), g_loss.detach().reshape(1),
+                          {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()})
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                img = self.G(z.to(self.device))
+            return [img.float().clamp_(-1, 1).contiguous()]
+        finally:
+            self.G.train(was_training)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G0": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G0": self.opt_g, "D": self.opt_d}
+
+    def state(self) -> dict[str, Any]:
+        return {"steps": self._steps}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._steps = int(state.get("steps", self._steps))

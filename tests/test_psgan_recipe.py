@@ -219,3 +219,34 @@ def test_fresh_recipe_builds_a_later_stage_directly():
     out = r.step(real_batch())
     assert torch.isfinite(out.d_loss)
     assert r.generate(torch.randn(2, 16))[0].shape == (2, 1, 28, 28)
+
+
+def test_loading_state_before_begin_epoch_keeps_the_loaded_weights():
+    torch.manual_seed(0)
+    a = make()
+    a.begin_epoch(0)
+    a.step(real_batch())
+    ckpt = checkpoint(a)
+    b = make()
+    restore(b, ckpt)           # a trainer that loads first ...
+    lines = b.begin_epoch(1)   # ... then begins the next epoch: a real switch
+    a.begin_epoch(1)
+    assert any("stage switch 0 -> 1" in line for line in lines)
+    for name, sd in snapshot(a).items():
+        for k, v in sd.items():
+            assert torch.equal(v, snapshot(b)[name][k])
+    assert "staying at stage 1" in b.begin_epoch(0)[0]  # stages never go back
+    assert b.stage() == 1
+
+
+def test_channels_last_does_not_change_results():
+    results = []
+    for cl in (False, True):
+        torch.manual_seed(0)
+        cfg = TrainConfig(generators=2, stage_epochs=(0, 1, 0), extra={**EXTRA, "channels_last": cl})
+        r = PSGANRecipe(cfg, image_size=28, channels=1, steps_per_epoch=4, device=CPU)
+        r.begin_epoch(0)
+        results.append([r.step(real_batch(seed=s)) for s in range(2)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a.d_loss, b.d_loss, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a.g_loss, b.g_loss, rtol=1e-4, atol=1e-5)

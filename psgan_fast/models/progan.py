@@ -39,7 +39,8 @@ it), averaged to one value per group and appended as one more feature map.
 
 Loss: WGAN-GP as in the paper: D minimises ``E[D(fake)] - E[D(real)] +
 10 * E[(|grad D(x_hat)| - 1)^2] + 0.001 * E[D(real)^2]`` (x_hat uniformly
-between real and fake, per image); G minimises ``-E[D(fake)]``; one D step
+between real and fake, per image; z and that mixing weight come from
+``Recipe.noise``); G minimises ``-E[D(fake)]``; one D step
 per G step; Adam lr 1e-3, betas (0.0, 0.99), eps 1e-8 (``cfg.lr`` /
 ``cfg.betas`` override). As in the official code the Adam state is reset
 when the resolution changes: at the start of a phase and when its fade-in
@@ -375,7 +376,7 @@ class ProGANRecipe(Recipe):
             real = real.contiguous(memory_format=torch.channels_last)
         batch = real.shape[0]
         group = _group_size(batch, self.D.mbstd_group)  # groups never mix real and fake
-        z = torch.randn(batch, self._latent, device=self.device)
+        z = self.noise(batch, self._latent, device=self.device)
         amp = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
         def critic(x: torch.Tensor) -> torch.Tensor:
@@ -386,7 +387,8 @@ class ProGANRecipe(Recipe):
             fake = self.G(z, phase, alpha)
         logits = critic(torch.cat([real, fake.detach()]))
         d_real, d_fake = logits[:batch], logits[batch:]
-        gp = gradient_penalty(critic, real, fake.detach().to(real.dtype))
+        eps = self.noise(batch, 1, 1, 1, device=self.device, kind="uniform").to(real.dtype)
+        gp = gradient_penalty(critic, real, fake.detach().to(real.dtype), eps)
         drift = d_real.square().mean()
         d_loss = d_fake.mean() - d_real.mean() + GP_LAMBDA * gp + EPS_DRIFT * drift
         self.opt_d.zero_grad(set_to_none=True)

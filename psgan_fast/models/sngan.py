@@ -27,9 +27,9 @@ G minimises ``-E[D(G(z))]``; Adam lr 2e-4, betas (0.5, 0.999), n_dis = 1.
 ``cfg.lr`` / ``cfg.betas`` override the optimiser; ``cfg.extra["sngan_loss"]
 = "bce"`` selects the non-saturating loss the paper also reports.
 
-One step: z ~ N(0, I) from the global RNG; ONE G forward; D updated on one
-forward over cat(real, fake.detach()) (no BatchNorm in D, so batching the two
-changes nothing); then G updated through D(fake) with D's parameters frozen
+One step: z ~ N(0, I) from the global RNG (``Recipe.noise``); ONE G
+forward; D updated on one forward over cat(real, fake.detach()) (no
+BatchNorm in D, so batching the two changes nothing); then G updated through D(fake) with D's parameters frozen
 (no weight gradients wasted on D). With spectral norm each D forward in
 training mode runs one power iteration, so a step runs two.
 
@@ -196,7 +196,7 @@ class SNGANRecipe(Recipe):
         if self.channels_last:
             real = real.contiguous(memory_format=torch.channels_last)
         batch = real.shape[0]
-        z = torch.randn(batch, self._latent, device=self.device)
+        z = self.noise(batch, self._latent, device=self.device)
         amp = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
         with torch.autocast(**amp):

@@ -7,6 +7,9 @@
 
 pub mod idx;
 pub mod stream;
+pub mod stats;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_stats;

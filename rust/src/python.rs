@@ -167,5 +167,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_idx, m)?)?;
     m.add_class::<BatchStreamCore>()?;
     m.add_class::<EpochIterCore>()?;
+    crate::python_stats::register(m)?;
     Ok(())
 }

@@ -27,17 +27,28 @@ Modes:
 All modes take the same z and give the same results up to float reordering
 (tested for fused vs sequential, forward and gradients).
 
-Measured on this project's 2-core CPU (Xeon, AVX-512, torch 2.15,
-2 threads), stage-2 (28x28) generators at the default width 64, batch 64,
-forward + backward of sum(fakes), milliseconds per call (median)::
+Measured on this project's 2-core CPU (Xeon, AVX-512/AMX, torch 2.15),
+stage-2 (28x28) generators at the default width 64, batch 64, forward +
+backward of all N generators, milliseconds per call (min / median of 15,
+modes alternating call by call). The machine was shared (load average 4-6),
+so single-thread figures are the reliable ones; with 2 threads under that
+load OpenMP made every row 2-5x slower and noisier::
 
-    N   sequential   fused
-    1   ...          ...
-    2   ...          ...
-    3   ...          ...
+    1 thread        sequential        fused
+    N = 1           116 / 122         113 / 124   (N = 1 runs the same loop)
+    N = 2           144 / 152         246 / 275
+    N = 3           209 / 242         369 / 405
 
-(command: ``PYTHONPATH=. python -m psgan_fast.parallel``, which runs
-`benchmark` and prints this table).
+    2 threads, the first run (load 3.7-4.6, rising):
+    N = 1            50 /  57          52 /  57
+    N = 2            81 /  90         139 / 165
+    N = 3           116 / (noisy)     215 / (noisy)
+
+vmap turns each convolution into a grouped one and the per-call parameter
+stacking adds copies; on this CPU that costs more than the loop's overhead.
+Full training steps agree (`python -m psgan_fast.models.psgan`).
+
+Command: ``PYTHONPATH=. python -m psgan_fast.parallel --threads 1``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ Network initialisation draws from a private, seeded copy of the CPU RNG
 (seed = f(cfg.seed, stage, network)), so building a stage - at a switch or
 on resume - never moves the global RNG stream that z is drawn from.
 
+`cfg.compile` is the trainer's business: it compiles `modules()` in place
+(``nn.Module.compile``), which this recipe's calls then go through.
+
 Options read from `cfg.extra` (tests and experiments): "width" (feature
 width at the lowest resolution, default 64), "latent_dim" (default 128),
 "channels_last" (default: see `_CHANNELS_LAST_DEFAULT`).
@@ -78,7 +81,6 @@ class PSGANRecipe(Recipe):
         self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
         self.loss_fn = get_loss(cfg.loss)
         self.autocast = cfg.precision == "bf16"
-        self.compile = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
 
         self._begun = False        # has begin_epoch run since construction?
         self._epoch: Optional[int] = None  # the epoch of the last begin_epoch
@@ -134,7 +136,7 @@ class PSGANRecipe(Recipe):
 
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             fakes = self._runner(z)
-            logits = self._d_run(torch.cat([real, *fakes])).view(self.n + 1, batch)
+            logits = self._D(torch.cat([real, *fakes])).view(self.n + 1, batch)
         out = self.loss_fn(logits)
 
         for opt in self._opts.values():
@@ -216,9 +218,6 @@ class PSGANRecipe(Recipe):
         self._opts = {f"G{i}": self._adam(g) for i, g in enumerate(gens)}
         self._opts["D"] = self._adam(disc)
         self._runner = ParallelGenerators(gens, self.cfg.parallel, self.device)
-        self._d_run = torch.compile(disc) if self.compile else disc
-        if self.compile and self._runner.mode != "fused":
-            self._runner.generators = [torch.compile(g) for g in gens]
         return lines
 
     def _adam(self, module: nn.Module) -> torch.optim.Optimizer:

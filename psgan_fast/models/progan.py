@@ -49,6 +49,13 @@ paper uses for its images, and its 4x4 start (MNIST's halving gives 7x7).
 
 G's output is linear; `generate` clamps it to [-1, 1].
 
+Under torch.compile (the trainer compiles every module on CUDA): alpha
+reaches the networks as a 0-d device tensor and the blend is always computed,
+so each network compiles once per phase and step kind (see `_fading`), and
+the gradient penalty's forward runs eagerly (`set_stance("force_eager")`):
+aot_autograd cannot differentiate a compiled graph twice. Checked on the CPU:
+compiled and eager steps agree through all three phases.
+
 Options from ``cfg.extra``: "width" (64), "latent_dim" (128),
 "mbstd_group" (4), "channels_last" (default on for CUDA only).
 """
@@ -56,7 +63,7 @@ Options from ``cfg.extra``: "width" (64), "latent_dim" (128),
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -148,6 +155,33 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LEAK)
 
 
+Alpha = Union[float, torch.Tensor]
+
+
+def _blend(old: torch.Tensor, new: torch.Tensor, alpha: Alpha) -> torch.Tensor:
+    """(1 - alpha) * old + alpha * new, alpha a float or a 0-d tensor."""
+    return old + (new - old) * alpha
+
+
+def _fading(alpha: Alpha, fade: Optional[bool]) -> bool:
+    """Whether the previous resolution's path must be computed.
+
+    Under torch.compile it always is, and neither `alpha` nor `fade` is looked
+    at: a Python branch on them would be a guard, and dynamo specialises float
+    arguments at 0.0 and 1.0, so the compiled variants (phase x fading x
+    D-step/G-step) would pass its recompile limit of 8. The recipe therefore
+    passes alpha as a 0-d device tensor (blending with weight 1 gives the new
+    path up to rounding) and says with `fade` whether the eager path may skip
+    the blend. Eagerly, a float alpha >= 1 or ``fade=False`` skips it.
+    """
+    if torch.compiler.is_compiling():
+        return True
+    if fade is not None:
+        return fade
+    return not (isinstance(alpha, (int, float)) and alpha >= 1.0)
+
+
+
 def _widths(width: int) -> list[int]:
     return [max(width >> i, MIN_WIDTH) for i in range(NUM_PHASES)]
 
@@ -200,8 +234,8 @@ class Generator(nn.Module):
         self.to_rgb = nn.ModuleList([EqualizedConv2d(w[i], channels, 1, gain=1.0)
                                      for i in range(NUM_PHASES)])
 
-    def forward(self, z: torch.Tensor, phase: int = NUM_PHASES - 1,
-                alpha: float = 1.0) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, phase: int = NUM_PHASES - 1, alpha: Alpha = 1.0,
+                fade: Optional[bool] = None) -> torch.Tensor:
         x = _lrelu(self.fc(pixel_norm(z))).view(z.shape[0], self.w0, self.base, self.base)
         x = pixel_norm(_lrelu(self.conv(pixel_norm(x))))
         for block in self.blocks[:max(phase - 1, 0)]:
@@ -209,9 +243,9 @@ class Generator(nn.Module):
         if phase == 0:
             return self.to_rgb[0](x)
         new = self.to_rgb[phase](self.blocks[phase - 1](x))
-        if alpha >= 1.0:
+        if not _fading(alpha, fade):
             return new
-        return torch.lerp(_upsample(self.to_rgb[phase - 1](x)), new, alpha)
+        return _blend(_upsample(self.to_rgb[phase - 1](x)), new, alpha)
 
 
 class Discriminator(nn.Module):
@@ -231,13 +265,13 @@ class Discriminator(nn.Module):
         self.fc1 = EqualizedLinear(w[0] * base ** 2, w[0])
         self.fc2 = EqualizedLinear(w[0], 1, gain=1.0)
 
-    def forward(self, x: torch.Tensor, phase: int = NUM_PHASES - 1, alpha: float = 1.0,
-                group: Optional[int] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, phase: int = NUM_PHASES - 1, alpha: Alpha = 1.0,
+                group: Optional[int] = None, fade: Optional[bool] = None) -> torch.Tensor:
         h = _lrelu(self.from_rgb[phase](x))
         if phase > 0:
             h = self.blocks[phase - 1](h)
-            if alpha < 1.0:
-                h = torch.lerp(_lrelu(self.from_rgb[phase - 1](_downsample(x))), h, alpha)
+            if _fading(alpha, fade):
+                h = _blend(_lrelu(self.from_rgb[phase - 1](_downsample(x))), h, alpha)
             for i in range(phase - 1, 0, -1):
                 h = self.blocks[i - 1](h)
         h = minibatch_std(h, self.mbstd_group if group is None else group)
@@ -301,6 +335,7 @@ class ProGANRecipe(Recipe):
                                       eps=ADAM_EPS)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr, betas=self.betas,
                                       eps=ADAM_EPS)
+        self._alpha_t = torch.ones((), device=self.device)
         self._phase = self._active[0]
         self._step_in_phase = 0
         self._steps = 0
@@ -379,16 +414,22 @@ class ProGANRecipe(Recipe):
         z = self.noise(batch, self._latent, device=self.device)
         amp = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
 
+        fade = alpha < 1.0
+        alpha_t = self._alpha_t.fill_(alpha)  # a tensor: see _fading
+
         def critic(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast(**amp):
-                return self.D(x, phase, alpha, group).float()
+                return self.D(x, phase, alpha_t, group, fade=fade).float()
 
         with torch.autocast(**amp):
-            fake = self.G(z, phase, alpha)
+            fake = self.G(z, phase, alpha_t, fade=fade)
         logits = critic(torch.cat([real, fake.detach()]))
         d_real, d_fake = logits[:batch], logits[batch:]
         eps = self.noise(batch, 1, 1, 1, device=self.device, kind="uniform").to(real.dtype)
-        gp = gradient_penalty(critic, real, fake.detach().to(real.dtype), eps)
+        # aot_autograd cannot differentiate twice: if D was torch.compile'd (the
+        # trainer does on CUDA), the penalty's forward runs it eagerly.
+        with torch.compiler.set_stance("force_eager"):
+            gp = gradient_penalty(critic, real, fake.detach().to(real.dtype), eps)
         drift = d_real.square().mean()
         d_loss = d_fake.mean() - d_real.mean() + GP_LAMBDA * gp + EPS_DRIFT * drift
         self.opt_d.zero_grad(set_to_none=True)
@@ -419,7 +460,9 @@ class ProGANRecipe(Recipe):
         self.G.eval()
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                img = self.G(z.to(self.device), self._phase, self.alpha)
+                alpha = self.alpha
+                img = self.G(z.to(self.device), self._phase, self._alpha_t.fill_(alpha),
+                             fade=alpha < 1.0)
             return [img.float().clamp_(-1, 1).contiguous()]
         finally:
             self.G.train(was_training)

@@ -224,6 +224,19 @@ def load_modules(ckpt: Path, modules: dict[str, torch.nn.Module]) -> None:
         m.load_state_dict(sd)
 
 
+def _match_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give per-parameter state (Adam's moments) the memory layout of its
+    parameter. Checkpoints store tensors contiguous; a channels_last
+    parameter with contiguous moments would be updated wrongly by fused
+    optimiser kernels, which walk parameter and state as flat buffers."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in list(st.items()):
+                if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
+
+
 def load_training(ckpt: Path, doc: dict[str, Any], optimizers: dict[str, torch.optim.Optimizer]) -> None:
     """Restore optimiser and RNG state (after `load_modules`)."""
     tensors = _load_tensors(ckpt / "optim.safetensors")
@@ -235,6 +248,7 @@ def load_training(ckpt: Path, doc: dict[str, Any], optimizers: dict[str, torch.o
             opt.load_state_dict(_optim_join(name, metas[name], tensors))
         except (ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"{ckpt}: optimiser {name!r} does not match: {e}") from None
+        _match_param_layout(opt)
     rng = _load_tensors(ckpt / "rng.safetensors")
     torch.set_rng_state(rng["torch_cpu"])
     cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]

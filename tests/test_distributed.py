@@ -42,11 +42,23 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mn
     a = load_file(str(ckpt_mod.latest(tmp_path / "dist") / "weights.safetensors"))
     b = load_file(str(ckpt_mod.latest(single) / "weights.safetensors"))
     assert a.keys() == b.keys()
+    # Adam's first steps move every weight by about lr * sign(grad), so a
+    # gradient component near zero may flip sign under a different float
+    # summation order and move that weight by up to 2 lr a step. A correct
+    # sharded run therefore matches the single process everywhere except a
+    # handful of such weights; a wrong one (other noise, other data, other
+    # batch statistics) differs almost everywhere.
+    lr, steps = 2e-4, 6
+    total = mismatched = 0
     for k in a:
         if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=2e-4, msg=lambda m: f"{k}: {m}")
+            diff = (a[k] - b[k]).abs()
+            assert float(diff.max()) <= 2 * lr * steps + 1e-5, k
+            mismatched += int((diff > 1e-5 + 1e-4 * b[k].abs()).sum())
+            total += diff.numel()
         else:
             assert torch.equal(a[k], b[k]), k
+    assert mismatched / total < 0.005, f"{mismatched} of {total} weights differ"
     cfg = json.loads((tmp_path / "dist" / "config.json").read_text())
     assert cfg["world_size"] == 2
     # only rank 0 wrote: one line per step, not two

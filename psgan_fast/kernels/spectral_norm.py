@@ -18,8 +18,11 @@ parametrization orders each iteration the other way round, u first and v
 last; both converge to the same sigma, but only the legacy function matches
 step for step.)
 
-The power iteration and sigma run in float32 with autocast disabled, even
-under bf16 autocast: sigma feeds every logit of D and a bf16 estimate drifts.
+The power iteration and sigma run with autocast disabled, in the weight's
+own dtype (float32 in our models), even inside a bf16 autocast region: u and
+v persist across steps, and rounding them to bf16 at every step would degrade
+the estimate that scales every logit of D. Only the layer's own op (conv,
+linear) then runs in bf16.
 
 Triton path (:class:`_SpectralNormTriton`): forward = 3 launches for
 ``n_power_iterations=1`` (W^T u per column block; W v per row block; one
@@ -27,8 +30,8 @@ elementwise pass that finishes sigma, writes u and v and W / sigma), backward
 = 2 launches (the partial sums of <G, W>, then
 ``dW = (G - (<G, W> / sigma) u v^T) / sigma``). Partial sums are written per
 program and re-summed in a fixed order, so results are deterministic (no
-atomics). The reference takes about a dozen launches forward and half a dozen
-backward.
+atomics). The reference runs about 15 kernels forward and 9 backward (its
+ATen ops, counted with the profiler on the CPU); not yet timed on a GPU.
 """
 
 from __future__ import annotations

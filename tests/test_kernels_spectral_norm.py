@@ -337,3 +337,20 @@ def test_conv_transpose_normalises_over_output_dim():
         w = layer.weight
     mat = w.detach().movedim(1, 0).flatten(1)
     assert torch.linalg.matrix_norm(mat, 2).item() == pytest.approx(1, rel=1e-3)
+
+
+def test_without_triton_the_package_imports_and_falls_back():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"
+        "import torch; from torch import nn\n"
+        "import psgan_fast.kernels as K\n"
+        "ok, why = K.triton_status(); assert not ok and 'triton' in why, why\n"
+        "layer = K.spectral_norm(nn.Linear(4, 3)); layer(torch.randn(2, 4)).sum().backward()\n"
+        "K.mix_weights(nn.Linear(3, 3), nn.Linear(3, 3))\n"
+        "try:\n"
+        "    K.spectral_normalize(torch.randn(3, 4), torch.randn(3), torch.randn(4), impl='triton')\n"
+        "except RuntimeError:\n"
+        "    print('fallback ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "fallback ok" in proc.stdout, proc.stderr[-2000:]

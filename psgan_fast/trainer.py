@@ -418,17 +418,36 @@ class Trainer:
         return record
 
     def _evaluate(self, epoch: int, record: dict) -> None:
-        try:
-            from psgan_fast.metrics import evaluate_during_training
-        except ImportError as e:
-            self._message(f"--eval-every: evaluation is unavailable ({e})")
-            return
-        res = evaluate_during_training(self.recipe, self.device, self.cfg)
-        res.update({"kind": "eval", "epoch": epoch, "step": self.step})
+        """--eval-every: FID/IS with mnist-lenet on a small sample, logged
+        with the wall-clock time so FID-vs-time curves exist for every run.
+        Images of earlier stages are upsampled to the data resolution."""
+        from psgan_fast.api import TrainedGenerator
+        from psgan_fast.metrics import evaluate_for_training
+
+        size = self.image_size
+
+        class _FullRes(torch.nn.Module):
+            def __init__(self, g: TrainedGenerator) -> None:
+                super().__init__()
+                self.g, self.latent_dim = g, g.latent_dim
+
+            def forward(self, z: torch.Tensor) -> torch.Tensor:
+                x = self.g(z)
+                if x.shape[-1] != size:
+                    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                return x
+
+        gens = [_FullRes(TrainedGenerator(self.recipe, k)) for k in range(self.recipe.num_generators)]
+        with torch.random.fork_rng(devices=[]):
+            res = evaluate_for_training(gens, int(self.cfg.extra.get("eval_samples", 2000)),
+                                        seed=self.cfg.seed, device=self.device)
+        res.update({"kind": "eval", "epoch": epoch, "step": self.step,
+                    "wall_seconds": time.perf_counter() - self._t_start})
         self._log(res)
         record["eval"] = res
 
     def run(self) -> Path:
+        self._t_start = time.perf_counter()
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         dist_mod.barrier(self.dist)

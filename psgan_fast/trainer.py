@@ -338,6 +338,7 @@ class Trainer:
             "generators": self.cfg.generators, "recipe": self.recipe.state(),
             "stage": self.recipe.stage(), "resolution": self.recipe.resolution(),
             "epoch_sums": sums, "seed": self.cfg.seed,
+            "train_seconds": self.train_seconds + (time.perf_counter() - self._epoch_t0 if batch < self.steps_per_epoch else 0.0),
         }
         return ckpt_mod.save(self.run_dir, modules=self.recipe.modules(), optimizers=self.recipe.optimizers(),
                              state=state)
@@ -355,6 +356,7 @@ class Trainer:
         ckpt_mod.load_modules(ck, self.recipe.modules())
         ckpt_mod.load_training(ck, doc, self.recipe.optimizers())
         self.step = int(doc["step"])
+        self.train_seconds = float(doc.get("train_seconds", 0.0))
         self._truncate_metrics(self.step)
         return epoch, batch, doc.get("epoch_sums") or {}
 
@@ -399,6 +401,9 @@ class Trainer:
                   "resolution": self.recipe.resolution(), "d_loss": means["d_loss"], "g_loss": g,
                   "g_loss_mean": sum(g) / len(g), "steps": n,
                   **{k: v for k, v in means.items() if k not in ("d_loss", "g_loss")}}
+        self.train_seconds += seconds
+        record["seconds"] = seconds
+        record["train_seconds"] = self.train_seconds
         if seconds > 0:
             record["images_per_s"] = n * self.cfg.batch_size / seconds
         self._log(record)
@@ -441,7 +446,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             res = evaluate_for_training(gens, int(self.cfg.extra.get("eval_samples", 2000)),
                                         seed=self.cfg.seed, device=self.device)
-        res.update({"kind": "eval", "epoch": epoch, "step": self.step,
+        res.update({"kind": "eval", "epoch": epoch, "step": self.step, "train_seconds": self.train_seconds,
                     "wall_seconds": time.perf_counter() - self._t_start})
         self._log(res)
         record["eval"] = res
@@ -454,6 +459,8 @@ class Trainer:
         self.bar = None
         self.step = 0
         start_epoch, start_batch, sums_json = 0, 0, {}
+        self.train_seconds = 0.0  # time inside training steps, summed over invocations
+        self._epoch_t0 = time.perf_counter()
         if self.resume_ckpt is not None:
             start_epoch, start_batch, sums_json = self._restore()
         elif self.cfg.resume and self.is_main:
@@ -491,6 +498,7 @@ class Trainer:
                     continue  # the checkpoint was taken after this epoch had ended
             window: dict[str, torch.Tensor] = {}
             wn, t_window, t_epoch = 0, time.perf_counter(), time.perf_counter()
+            self._epoch_t0 = t_epoch
             stopped, done = False, first
             self.stream.set_epoch(epoch)
             for b, (x, _) in enumerate(self.stream.iter_epoch(epoch, first), start=first):

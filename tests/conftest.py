@@ -18,3 +18,15 @@ def mnist_test():
     from psgan_fast.data import mnist
 
     return mnist(split="test", download=False)
+
+
+def pytest_configure(config):
+    """Torch single-threaded in tests (and in the subprocesses they start):
+    on a shared 2-core machine two OpenMP threads per process make small
+    ops 2-100x slower, and results do not depend on the thread count."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)

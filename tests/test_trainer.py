@@ -57,6 +57,22 @@ def test_cli_smoke_run_on_real_mnist(tmp_path, mnist_train, n):
     assert ckpt_mod.latest(out).name == "ckpt-000000012"
 
 
+@pytest.mark.parametrize("model", ["sngan", "sngan-nosn", "progan"])
+def test_cli_smoke_run_of_each_baseline_on_real_mnist(tmp_path, mnist_train, model):
+    out = tmp_path / model
+    rc = cli_main(["--model", model, "--epochs", "3", "--limit-batches", "3", "--log-every", "3",
+                   "--out", str(out), "--no-progress"])
+    assert rc == 0
+    epochs = records(out, "epoch")
+    assert len(epochs) == 3 and all(len(e["g_loss"]) == 1 and math.isfinite(e["d_loss"]) for e in epochs)
+    want = [28, 28, 28] if model.startswith("sngan") else [7, 14, 28]
+    assert [e["resolution"] for e in epochs] == want
+    assert (out / "samples" / "epoch_0003.png").is_file() and (out / "losses.png").is_file()
+    gens = psgan_fast.load_generators(out)
+    img = psgan_fast.sample(gens, 4, seed=0)
+    assert img.shape == (4, 1, 28, 28) and float(img.abs().max()) <= 1
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["--generators", "0"], "--generators"),
     (["--stage-epochs", "1,1"], "--stage-epochs"),

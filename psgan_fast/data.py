@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from psgan_fast import _core
+from psgan_fast.fsutil import atomic_write_text
 
 IdxFormatError = _core.IdxFormatError
 IdxFormatError.__module__ = __name__
@@ -272,20 +273,6 @@ def _load_verified() -> dict:
         return {}
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def verify_file(path: Path, expected: Optional[str]) -> None:
     """Raise DataVerificationError unless the decompressed content of `path`
     hashes to `expected`. A None expectation means no checksum is known."""
@@ -305,7 +292,7 @@ def verify_file(path: Path, expected: Optional[str]) -> None:
         )
     record[key] = stamp
     try:
-        _atomic_write_text(_verified_record(), json.dumps(record, indent=0))
+        atomic_write_text(_verified_record(), json.dumps(record, indent=0))
     except OSError:
         pass  # a read-only cache only costs re-hashing next time
 

@@ -384,7 +384,8 @@ class Trainer:
         return out
 
     def _check_finite(self, means: dict[str, Any], epoch: int) -> None:
-        vals = [means["d_loss"]] + list(means["g_loss"] if isinstance(means["g_loss"], list) else [means["g_loss"]])
+        g = means["g_loss"]
+        vals = [means["d_loss"], *(g if isinstance(g, list) else [g])]
         if not all(math.isfinite(v) for v in vals):
             last = ckpt_mod.latest(self.run_dir)
             where = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
@@ -393,19 +394,22 @@ class Trainer:
                 f"(d_loss={means['d_loss']}, g_loss={means['g_loss']}); training stopped and {where}. "
                 "Try a lower --lr, --precision fp32, or another --seed.")
 
-    def _end_of_epoch(self, epoch: int, acc: dict[str, torch.Tensor], n: int, seconds: float) -> dict:
+    def _record(self, kind: str, epoch: int, acc: dict[str, torch.Tensor], n: int, seconds: float) -> dict:
+        """A metrics record of the means of `acc` over n steps (a host sync);
+        stops the run on a non-finite loss."""
         means = self._means(acc, n)
-        self._check_finite(means, epoch)
         g = means["g_loss"] if isinstance(means["g_loss"], list) else [means["g_loss"]]
-        record = {"kind": "epoch", "epoch": epoch, "step": self.step, "stage": self.recipe.stage(),
-                  "resolution": self.recipe.resolution(), "d_loss": means["d_loss"], "g_loss": g,
-                  "g_loss_mean": sum(g) / len(g), "steps": n,
-                  **{k: v for k, v in means.items() if k not in ("d_loss", "g_loss")}}
+        means["g_loss"] = g
+        self._check_finite(means, epoch)
+        return {"kind": kind, "epoch": epoch, "step": self.step, "stage": self.recipe.stage(),
+                "resolution": self.recipe.resolution(), **means, "g_loss_mean": sum(g) / len(g), "steps": n,
+                "images_per_s": n * self.cfg.batch_size / seconds if seconds > 0 else None}
+
+    def _end_of_epoch(self, epoch: int, acc: dict[str, torch.Tensor], n: int, seconds: float) -> dict:
+        record = self._record("epoch", epoch, acc, n, seconds)
         self.train_seconds += seconds
         record["seconds"] = seconds
         record["train_seconds"] = self.train_seconds
-        if seconds > 0:
-            record["images_per_s"] = n * self.cfg.batch_size / seconds
         self._log(record)
         self.epoch_records.append(record)
         title = f"{self.cfg.model} N={self.cfg.generators}"
@@ -539,17 +543,12 @@ class Trainer:
                 return
 
     def _log_window(self, epoch: int, window: dict[str, torch.Tensor], n: int, seconds: float) -> None:
-        means = self._means(window, n)
-        self._check_finite(means, epoch)
-        g = means["g_loss"] if isinstance(means["g_loss"], list) else [means["g_loss"]]
-        rec = {"kind": "step", "epoch": epoch, "step": self.step, "stage": self.recipe.stage(),
-               "resolution": self.recipe.resolution(), "d_loss": means["d_loss"], "g_loss": g,
-               **{k: v for k, v in means.items() if k not in ("d_loss", "g_loss")},
-               "images_per_s": n * self.cfg.batch_size / seconds if seconds > 0 else None}
+        rec = self._record("step", epoch, window, n, seconds)
+        g = rec["g_loss"]
         self._log(rec)
         if self.bar is not None:
             self.bar.set_postfix_str(
-                f"stage {self.recipe.stage()} {self.recipe.resolution()}px d {means['d_loss']:.3f} "
+                f"stage {self.recipe.stage()} {self.recipe.resolution()}px d {rec['d_loss']:.3f} "
                 f"g {' '.join(f'{v:.3f}' for v in g)} {rec['images_per_s'] or 0:.0f} img/s", refresh=False)
 
 

@@ -53,16 +53,6 @@ TRITON_OK, TRITON_WHY = _triton_here()
 needs_triton = pytest.mark.skipif(not TRITON_OK, reason=TRITON_WHY)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core
-    machine two spinning threads per process slow these tests many-fold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.skipif(TRITON_OK or CHILD or "not importable" in TRITON_WHY,
                     reason="the Triton tests run in this process")
 def test_triton_tests_in_subprocess():

@@ -10,16 +10,6 @@ from torch import nn
 from psgan_fast.loss import bce_loss, d_choice, get_loss, ps_loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and 2 OpenMP threads on a
-    shared 2-core machine can run 50x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def lse(*xs):
     return math.log(sum(math.exp(x) for x in xs))
 

@@ -11,15 +11,6 @@ from psgan_fast.parallel import ParallelGenerators, resolve_mode
 from psgan_fast.stages import build_generator
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and 2 OpenMP threads on a
-    shared 2-core machine can run 50x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 LATENT = 16
 
 

@@ -20,16 +20,6 @@ SMALL = {"width": 16, "latent_dim": 8}
 SIZE = 12  # phases at 3, 6, 12: the same structure as 7, 14, 28, cheaper
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core
-    machine two spinning threads per process slow these tests 100-fold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _recipe(stage_epochs=(1, 2, 2), steps_per_epoch=2, size=SIZE, **kw) -> P.ProGANRecipe:
     extra = dict(SMALL, **kw.pop("extra", {}))
     cfg = TrainConfig(model="progan", epochs=sum(stage_epochs), stage_epochs=stage_epochs,

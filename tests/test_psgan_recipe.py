@@ -11,15 +11,6 @@ from psgan_fast.models import build_recipe
 from psgan_fast.models.psgan import PSGANRecipe
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and 2 OpenMP threads on a
-    shared 2-core machine can run 50x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 CPU = torch.device("cpu")
 EXTRA = {"width": 16, "latent_dim": 16}
 

@@ -21,16 +21,6 @@ from psgan_fast.recipe import StepOutput
 SMALL = {"width": 16, "latent_dim": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and on a shared 2-core
-    machine two spinning threads per process slow these tests 100-fold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def forbid_host_reads(monkeypatch, filename: str) -> None:
     """Make .item() / .tolist() / bool() / float() of a tensor raise when called
     from `filename` (the recipe must not synchronise with the device; torch's

@@ -8,16 +8,6 @@ from psgan_fast.stages import (StageSchedule, build_discriminator, build_generat
                                stage_for_epoch, stage_resolutions)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and 2 OpenMP threads on a
-    shared 2-core machine can run 50x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_halving_rule():
     assert stage_resolutions(28) == [7, 14, 28]
     assert stage_resolutions(32) == [8, 16, 32]

@@ -10,16 +10,6 @@ from psgan_fast.stages import build_discriminator, build_generator
 from psgan_fast.transfer import mix_state_dicts, mix_weights
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks gain nothing from threads, and 2 OpenMP threads on a
-    shared 2-core machine can run 50x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def handmade():
     old = {
         "w": torch.tensor([1.0, 2.0, -4.0]),

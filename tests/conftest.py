@@ -30,3 +30,9 @@ def pytest_configure(config):
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
+
+
+# Triton's CPU interpreter must be on before Triton is first imported (by any
+# test module): without CUDA, kernel tests run interpreted against their
+# PyTorch references.
+import triton_support  # noqa: E402,F401  (sets TRITON_INTERPRET=1 without CUDA)

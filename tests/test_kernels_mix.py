@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
-import re
-import subprocess
-import sys
 
 import torch
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and "triton" not in sys.modules:
-    os.environ["TRITON_INTERPRET"] = "1"  # harmless without a GPU: no compiled Triton can run
+from triton_support import DEVICE, TRITON_OK, TRITON_WHY, needs_triton, rerun_in_child  # noqa: E402,F401
 
 import pytest  # noqa: E402
 from torch import nn  # noqa: E402
@@ -30,35 +24,9 @@ from psgan_fast import transfer  # noqa: E402
 from psgan_fast.kernels import mix_weights  # noqa: E402
 
 MIX = importlib.import_module("psgan_fast.kernels.mix")
-CHILD = os.environ.get("PSGAN_FAST_TRITON_CHILD") == "1"
 
 
-def _triton_here() -> tuple[bool, str]:
-    try:
-        import triton.language.standard as std
-        from triton.runtime.interpreter import InterpretedFunction
-    except Exception as exc:  # pragma: no cover
-        return False, f"triton is not importable: {exc}"
-    if DEVICE == "cuda" or isinstance(std.zeros, InterpretedFunction):
-        return True, ""
-    return False, ("triton was imported before TRITON_INTERPRET=1 could be set; these tests "
-                   "run in a child process instead (test_triton_tests_in_subprocess)")
-
-
-TRITON_OK, TRITON_WHY = _triton_here()
-needs_triton = pytest.mark.skipif(not TRITON_OK, reason=TRITON_WHY)
-
-
-@pytest.mark.skipif(TRITON_OK or CHILD or "not importable" in TRITON_WHY,
-                    reason="the Triton tests run in this process")
-def test_triton_tests_in_subprocess():
-    env = dict(os.environ, TRITON_INTERPRET="1", PSGAN_FAST_TRITON_CHILD="1")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           __file__], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    summary = proc.stdout.strip().splitlines()[-1]
-    skipped = re.search(r"(\d+) skipped", summary)
-    assert "passed" in summary and (skipped is None or skipped.group(1) == "1"), summary
+test_triton_tests_in_subprocess = rerun_in_child(__file__)
 
 
 class _Net(nn.Module):

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import copy
 import importlib
-import os
 import subprocess
 import sys
 
 import torch
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and "triton" not in sys.modules:
-    os.environ["TRITON_INTERPRET"] = "1"  # harmless without a GPU: no compiled Triton can run
+from triton_support import DEVICE, TRITON_OK, TRITON_WHY, needs_triton, rerun_in_child  # noqa: E402,F401
 
 import pytest  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -34,34 +31,9 @@ from psgan_fast.kernels import spectral_norm, spectral_normalize, spectral_sigma
 
 # The submodule: its name is shadowed in the package by the function spectral_norm.
 SN = importlib.import_module("psgan_fast.kernels.spectral_norm")
-CHILD = os.environ.get("PSGAN_FAST_TRITON_CHILD") == "1"
 
 
-def _triton_here() -> tuple[bool, str]:
-    try:
-        import triton.language.standard as std
-        from triton.runtime.interpreter import InterpretedFunction
-    except Exception as exc:  # pragma: no cover
-        return False, f"triton is not importable: {exc}"
-    if DEVICE == "cuda" or isinstance(std.zeros, InterpretedFunction):
-        return True, ""
-    return False, ("triton was imported before TRITON_INTERPRET=1 could be set; these tests "
-                   "run in a child process instead (test_triton_tests_in_subprocess)")
-
-
-TRITON_OK, TRITON_WHY = _triton_here()
-needs_triton = pytest.mark.skipif(not TRITON_OK, reason=TRITON_WHY)
-
-
-@pytest.mark.skipif(TRITON_OK or CHILD or "not importable" in TRITON_WHY,
-                    reason="the Triton tests run in this process")
-def test_triton_tests_in_subprocess():
-    env = dict(os.environ, TRITON_INTERPRET="1", PSGAN_FAST_TRITON_CHILD="1")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           __file__], env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    summary = proc.stdout.strip().splitlines()[-1]
-    assert "passed" in summary and "skipped" not in summary.replace("1 skipped", ""), summary
+test_triton_tests_in_subprocess = rerun_in_child(__file__)
 
 
 def _layers():

@@ -1,0 +1,220 @@
+"""`python -m psgan_fast.reproduce`: the planner, and the whole pipeline in
+--smoke mode on real MNIST — killed part-way, resumed, resumed again with a
+lost evaluation cache, and refused with conflicting flags."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from psgan_fast import reproduce as rp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------
+# The planner (pure functions, synthetic calibration)
+
+
+def _cal(step=0.1, eval_per_image=1e-4, overhead=0.5):
+    return {"step_seconds": {r: [step / 4, step / 2, step] for r in rp.ROW_IDS},
+            "eval_seconds_per_image": eval_per_image, "epoch_overhead_seconds": overhead}
+
+
+def test_schedule_fits_the_budget_and_prefers_ten_epochs():
+    cal = _cal()
+    sch = rp.choose_schedule(cal, budget_seconds=3600, spent_seconds=120, seeds=1, full_batches=938,
+                             eval_samples=500, final_samples=5000)
+    assert sch["epochs"] == rp.PREFERRED_EPOCHS and sch["stage_epochs"] == [2, 3, 5]
+    assert rp.MIN_BATCHES <= sch["limit_batches"] < 938
+    total = sch["prediction"]["total_seconds"]
+    assert total <= rp.TARGET_FRACTION * 3600 - 120
+    # one more batch per epoch would not fit
+    more = rp.predict(cal, rp.ROW_IDS, sch["epochs"], sch["limit_batches"] + 1, seeds=1, eval_samples=500,
+                      final_samples=5000)["total_seconds"]
+    assert more > rp.TARGET_FRACTION * 3600 - 120
+    # seeds multiply the cost
+    sch2 = rp.choose_schedule(cal, budget_seconds=3600, spent_seconds=120, seeds=2, full_batches=938,
+                              eval_samples=500, final_samples=5000)
+    assert sch2["epochs"] * sch2["limit_batches"] < sch["epochs"] * sch["limit_batches"]
+
+
+def test_schedule_trades_epochs_for_batches_and_caps_at_full_epochs():
+    slow = rp.choose_schedule(_cal(step=2.0), budget_seconds=1800, spent_seconds=0, seeds=1, full_batches=938,
+                              eval_samples=500, final_samples=5000)
+    assert rp.MIN_EPOCHS <= slow["epochs"] < rp.PREFERRED_EPOCHS
+    fast = rp.choose_schedule(_cal(step=1e-4, overhead=0.01, eval_per_image=1e-7), budget_seconds=3600,
+                              spent_seconds=0, seeds=1, full_batches=938, eval_samples=500, final_samples=5000)
+    assert fast["full_epoch"] and fast["limit_batches"] == 938 and fast["epochs"] > rp.PREFERRED_EPOCHS
+
+
+def test_schedule_refuses_a_budget_too_small():
+    with pytest.raises(rp.ReproError, match="too small"):
+        rp.choose_schedule(_cal(step=5.0), budget_seconds=60, spent_seconds=30, seeds=1, full_batches=938,
+                           eval_samples=500, final_samples=5000)
+
+
+def test_sngan_spends_every_epoch_at_full_resolution():
+    cal = {"step_seconds": {"sngan": [9.0, 9.0, 1.0], "psgan-g1": [0.0, 0.0, 1.0]},
+           "eval_seconds_per_image": 0.0, "epoch_overhead_seconds": 0.0}
+    p = rp.predict(cal, ["sngan", "psgan-g1"], 10, 1, seeds=1, eval_samples=0, final_samples=0)
+    assert p["runs"]["sngan"]["train"] == pytest.approx(10.0)  # 10 epochs at the 28 px cost
+    assert p["runs"]["psgan-g1"]["train"] == pytest.approx(5.0)  # only its 5 final-stage epochs cost
+
+
+def test_ties_and_orderings():
+    assert rp._compare((1.0, None), (1.01, None), 1) == "≈"
+    assert rp._compare((1.0, None), (1.5, None), 1) == "<"
+    assert rp._compare((2.0, 0.4), (1.5, 0.4), 3) == "≈"  # within twice the seed spread
+    assert rp._compare((2.0, 0.01), (1.5, 0.01), 3) == ">"
+
+
+# --------------------------------------------------------------------------
+# Flags
+
+
+def test_bad_flags_exit_2(tmp_path):
+    for argv in (["--out", str(tmp_path / "r"), "--budget-minutes", "-1"],
+                 ["--out", str(tmp_path / "r"), "--seeds", "0"],
+                 ["--budget-minutes", "5"]):
+        with pytest.raises(SystemExit) as e:
+            rp.main(argv)
+        assert e.value.code == 2
+
+
+def test_new_reproduction_needs_a_budget(tmp_path, capsys):
+    assert rp.main(["--out", str(tmp_path / "r")]) == 1
+    assert "--budget-minutes is required" in capsys.readouterr().err
+
+
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert rp.main(["--out", str(tmp_path / "r"), "--smoke", "--data-dir", str(empty)]) == 1
+    assert "MNIST is not available" in capsys.readouterr().err
+
+
+def test_module_runs_as_a_command():
+    r = subprocess.run([sys.executable, "-m", "psgan_fast.reproduce", "--help"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "--budget-minutes" in r.stdout and "--smoke" in r.stdout
+
+
+# --------------------------------------------------------------------------
+# The smoke pipeline
+
+
+@pytest.fixture
+def lenet_weights(tmp_path, monkeypatch):
+    """The shipped mnist-lenet weights; if they are not built yet, a fixed
+    random-init file, so the pipeline (not the extractor's quality) is tested."""
+    from psgan_fast.metrics import extractors as ex
+
+    if not ex.LENET_WEIGHTS.is_file():
+        from safetensors.torch import save_file
+
+        from psgan_fast.metrics.lenet import MNISTLeNet
+
+        path = tmp_path / "lenet.safetensors"
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            save_file(MNISTLeNet().state_dict(), str(path))
+        monkeypatch.setattr(ex, "LENET_WEIGHTS", path)
+    yield
+
+
+def _snapshot(out: Path) -> dict:
+    """What training writes, per run: the latest checkpoint's name and
+    state, and metrics.jsonl (evaluation caches excluded)."""
+    snap = {}
+    for rd in sorted((out / "runs").iterdir()):
+        latest = (rd / "checkpoints" / "LATEST").read_text().strip()
+        state = rd / "checkpoints" / latest / "state.json"
+        snap[rd.name] = (latest, state.stat().st_mtime_ns, state.read_text(), (rd / "metrics.jsonl").read_text())
+    return snap
+
+
+def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, capsys, mnist_train):
+    out = tmp_path / "repro"
+    t0 = time.perf_counter()
+
+    # 1. Killed part-way: after 9 training steps (run 1 complete, run 2 stopped mid-epoch).
+    assert rp.main(["--out", str(out), "--smoke", "--stop-after-steps", "9"]) == 130
+    assert "resume with" in capsys.readouterr().err
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["smoke"] and plan["schedule"]["epochs"] == 3 and plan["schedule"]["limit_batches"] == 2
+    assert plan["schedule"]["stage_epochs"] == [1, 1, 1] and plan["flags"]["threads"] == 1
+    assert plan["feature_extractor"] == "mnist-lenet" and plan["seeds"] == [0]
+    assert rp.run_status(out / "runs" / "sngan-s0") == ("complete", 6)
+    assert rp.run_status(out / "runs" / "sngan-nosn-s0") == ("partial", 3)
+    assert not (out / "runs" / "progan-s0").exists()
+    first = _snapshot(out)
+
+    # 2. Resumed: the finished run is not retrained, the partial one continues, the rest train.
+    assert rp.main(["--out", str(out), "--smoke"]) == 0
+    log = capsys.readouterr().out
+    assert "resuming the reproduction" in log and "sngan-nosn seed 0: resuming at step 3" in log
+    done = _snapshot(out)
+    assert done["sngan-s0"] == first["sngan-s0"]
+    assert sorted(done) == sorted(rp.run_name(r, 0) for r in rp.ROW_IDS)
+    for name in done:
+        rd = out / "runs" / name
+        assert rp.run_status(rd) == ("complete", 6)
+        epochs = [r for r in rp._read_jsonl(rd / "metrics.jsonl") if r["kind"] == "epoch"]
+        assert [e["epoch"] for e in epochs] == [0, 1, 2]
+        evals = [r for r in rp._read_jsonl(rd / "metrics.jsonl") if r["kind"] == "eval"]
+        assert len(evals) == 3 and all(math.isfinite(e["fid"]) for e in evals)
+        res = json.loads((rd / "final_eval.json").read_text())["result"]
+        assert math.isfinite(res["fid"]) and res["num_samples"] == 200
+        assert res["train_seconds"] == pytest.approx(epochs[-1]["train_seconds"])
+    g3 = json.loads((out / "runs" / "psgan-g3-s0" / "final_eval.json").read_text())["result"]
+    assert len(g3["generators"]) == 3
+
+    report = (out / "REPORT.md").read_text()
+    for heading in ("## Table 2", "## Table 3", "## Table 4", "## Figures", "## What the numbers say"):
+        assert heading in report
+    # the paper's numbers beside ours
+    for paper in ("8.34", "7.29", "6.87", "11.6", "12.7", "12.2", "100.0%", "89.4%", "134.6%", "96.5%", "123.7%",
+                  "158.5%", "3920", "5277", "7.15 ± 0.03", "6.68 ± 0.03", "11.9 ± 0.04", "78%", "128%"):
+        assert paper in report, paper
+    table3 = report.split("## Table 3")[1].split("## Table 4")[0]
+    assert len([l for l in table3.splitlines() if l.startswith("| ") and "%" in l]) == 6
+    # what produced it
+    assert "mnist-lenet" in report and "at most 10" in report and "torch " + torch.__version__ in report
+    assert "Budget:" in report and "smoke" in report
+    # every figure exists and is linked
+    links = re.findall(r"\]\((figures/[^)]+\.png)\)", report)
+    expected = {f"figures/{stem}.png" for stem, _, _ in rp.LOSS_FIGURES + rp.SAMPLE_FIGURES}
+    expected.add("figures/fid_vs_time.png")
+    assert expected <= set(links)
+    for link in links:
+        assert (out / link).stat().st_size > 1000, link
+    for fig in range(4, 10):
+        assert f"**Figure {fig}**" in report
+
+    # 3. A lost evaluation cache is recomputed; nothing is retrained.
+    before = json.loads((out / "runs" / "psgan-g2-s0" / "final_eval.json").read_text())["result"]
+    (out / "runs" / "psgan-g2-s0" / "final_eval.json").unlink()
+    assert rp.main(["--out", str(out)]) == 0
+    assert _snapshot(out) == done
+    after = json.loads((out / "runs" / "psgan-g2-s0" / "final_eval.json").read_text())["result"]
+    assert after["fid"] == pytest.approx(before["fid"], rel=1e-6)
+    progress = json.loads((out / "progress.json").read_text())
+    assert [i["status"] for i in progress["invocations"]] == ["stopped", "done", "done"]
+
+    # 4. Flags that conflict with the plan are refused.
+    capsys.readouterr()
+    assert rp.main(["--out", str(out), "--seeds", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "--seeds 2 (planned: 1)" in err
+    assert rp.main(["--out", str(out), "--budget-minutes", "60"]) == 1
+    assert _snapshot(out) == done
+    print(f"smoke reproduction test: {time.perf_counter() - t0:.0f} s")

@@ -58,7 +58,15 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, mn
             total += diff.numel()
         else:
             assert torch.equal(a[k], b[k]), k
-    assert mismatched / total < 0.005, f"{mismatched} of {total} weights differ"
+    assert mismatched / total < 0.02, f"{mismatched} of {total} weights differ"
+    # The logged losses (means over the global batch, all-reduced over ranks)
+    # follow the single process step by step.
+    def losses(run):
+        recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [[r["d_loss"], *r["g_loss"]] for r in recs if r["kind"] == "step"]
+
+    torch.testing.assert_close(torch.tensor(losses(tmp_path / "dist")), torch.tensor(losses(single)),
+                               rtol=2e-3, atol=1e-4)
     cfg = json.loads((tmp_path / "dist" / "config.json").read_text())
     assert cfg["world_size"] == 2
     # only rank 0 wrote: one line per step, not two

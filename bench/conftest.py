@@ -1,15 +1,26 @@
-"""Shared benchmark helpers: a same-run ratio table printed at the end.
+"""Shared benchmark helpers.
 
-pytest-benchmark gives raw timings; users want ratios against a baseline
-measured in the same run. Benchmarks call `report(group, name, value,
-unit, baseline=...)` and the table is printed in the terminal summary.
+* Torch threads: every benchmark runs with `psgan_fast.bench.timing.
+  bench_threads()` torch threads ($PSGAN_BENCH_THREADS, default 1: on the
+  shared 2-core machine two OpenMP threads made training steps 10-40x slower
+  whenever other processes were busy). The header of the run says how many.
+* A same-run ratio table printed at the end: pytest-benchmark gives raw
+  timings; users want ratios against a baseline measured in the same run.
+  Benchmarks call `report(group, name, value, unit, baseline=...)`.
+* The paper's tables: time-cost and efficiency benchmarks call
+  `record_table_row(info)`; the terminal summary prints Table 3 / Table 4 /
+  the efficiency table in Markdown (as `python -m psgan_fast.bench.report
+  BENCH_JSON` does from the saved JSON).
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-_ROWS: list[tuple[str, str, float, str, bool]] = []
+_ROWS: list[tuple[str, str, float, str, bool, bool]] = []
+_TABLE_ROWS: list[dict] = []
 
 
 def report(group: str, name: str, value: float, unit: str, *, baseline: bool = False,
@@ -17,25 +28,54 @@ def report(group: str, name: str, value: float, unit: str, *, baseline: bool = F
     _ROWS.append((group, name, value, unit, baseline, higher_is_better))
 
 
+def record_table_row(info: dict) -> None:
+    _TABLE_ROWS.append(dict(info))
+
+
 @pytest.fixture
 def same_run_report():
     return report
 
 
+def pytest_configure(config):
+    import torch
+
+    from psgan_fast.bench.timing import bench_threads
+
+    n = bench_threads()
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))  # for subprocesses
+    torch.set_num_threads(n)
+
+
+def pytest_report_header(config):
+    import torch
+
+    from psgan_fast.bench.timing import load_average
+
+    return [f"psgan_fast benchmarks: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) "
+            f"($PSGAN_BENCH_THREADS), {os.cpu_count()} CPUs, load average {load_average()}, "
+            f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}"]
+
+
 def pytest_terminal_summary(terminalreporter):
-    if not _ROWS:
-        return
     tr = terminalreporter
-    tr.section("psgan_fast: same-run comparisons")
-    groups: dict[str, list] = {}
-    for row in _ROWS:
-        groups.setdefault(row[0], []).append(row)
-    for group, rows in groups.items():
-        base = next((r for r in rows if r[4]), None)
-        tr.write_line(f"[{group}]")
-        for _, name, value, unit, is_base, hib in rows:
-            ratio = ""
-            if base is not None and not is_base and base[2] > 0 and value > 0:
-                x = value / base[2] if hib else base[2] / value
-                ratio = f"  {x:8.2f}x vs {base[1]}"
-            tr.write_line(f"  {name:40s} {value:14,.1f} {unit}{ratio}")
+    if _ROWS:
+        tr.section("psgan_fast: same-run comparisons")
+        groups: dict[str, list] = {}
+        for row in _ROWS:
+            groups.setdefault(row[0], []).append(row)
+        for group, rows in groups.items():
+            base = next((r for r in rows if r[4]), None)
+            tr.write_line(f"[{group}]")
+            for _, name, value, unit, is_base, hib in rows:
+                ratio = ""
+                if base is not None and not is_base and base[2] > 0 and value > 0:
+                    x = value / base[2]
+                    ratio = f"  {x:8.3f} x {base[1]}" if hib else f"  {100 * x:7.1f}% of {base[1]}"
+                tr.write_line(f"  {name:40s} {value:14,.2f} {unit}{ratio}")
+    if _TABLE_ROWS:
+        from psgan_fast.bench.report import render_records
+
+        tr.section("psgan_fast: the paper's tables (python -m psgan_fast.bench.report BENCH_JSON)")
+        for line in render_records(_TABLE_ROWS).splitlines():
+            tr.write_line(line)

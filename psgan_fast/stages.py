@@ -268,7 +268,16 @@ class _RoutedConv(torch.autograd.Function):
                 gx = conv_bwd(grad, x, [True, False, False])[0].to(x_dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             has_bias = bias_info is not None
-            _, gw, gb = conv_bwd(grad * _rows(route.d, grad), x, [False, True, has_bias])
+            if x.numel() < grad.numel():
+                # Weight the (smaller) input instead of the gradient - the same
+                # sum over images; D's first layer has 1 input channel and 16
+                # output ones. The bias gradient is then the d-weighted sum of
+                # each image's gradient total.
+                gw = conv_bwd(grad, x * _rows(route.d, x), [False, True, False])[1]
+                if has_bias:
+                    gb = torch.mv(grad.sum(dim=(2, 3), dtype=torch.float32).t(), route.d.float())
+            else:
+                _, gw, gb = conv_bwd(grad * _rows(route.d, grad), x, [False, True, has_bias])
             gw = gw.to(w_dtype)
             gb = gb.to(bias_info[0]) if has_bias else None
         return gx, gw, gb, None, None, None, None

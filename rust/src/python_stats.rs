@@ -22,7 +22,9 @@ enum Rows {
 fn describe(obj: &Bound<'_, PyAny>) -> String {
     match obj.cast::<PyUntypedArray>() {
         Ok(a) => format!("a {}-d array of dtype {}", a.ndim(), a.dtype()),
-        Err(_) => format!("an object of type {}", obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()),
+        Err(_) => {
+            format!("an object of type {}", obj.get_type().name().map(|n| n.to_string()).unwrap_or_default())
+        }
     }
 }
 
@@ -36,10 +38,7 @@ fn copy_rows(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<u
     };
     let arr = obj.cast::<PyUntypedArray>().map_err(|_| wrong())?;
     if arr.ndim() != ndim {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be {ndim}-d, got shape {:?}",
-            arr.shape()
-        )));
+        return Err(PyValueError::new_err(format!("{name} must be {ndim}-d, got shape {:?}", arr.shape())));
     }
     let shape = arr.shape().to_vec();
     if let Ok(a) = obj.extract::<PyReadonlyArrayDyn<'_, f32>>() {
@@ -51,12 +50,15 @@ fn copy_rows(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<u
     Err(wrong())
 }
 
-/// The array's values in row-major order (a memcpy when C-contiguous).
+/// The array's values in row-major order (a memcpy when C-contiguous;
+/// `as_slice` alone would also accept a Fortran-ordered array, in column order).
 fn row_major<T: numpy::Element + Copy>(a: &PyReadonlyArrayDyn<'_, T>) -> Vec<T> {
-    match a.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => a.as_array().iter().copied().collect(),
+    if a.is_c_contiguous() {
+        if let Ok(s) = a.as_slice() {
+            return s.to_vec();
+        }
     }
+    a.as_array().iter().copied().collect()
 }
 
 fn copy_f64(name: &str, obj: &Bound<'_, PyAny>, ndim: usize) -> PyResult<(Vec<usize>, Vec<f64>)> {
@@ -204,9 +206,7 @@ fn frechet_distance_details<'py>(
     sigma2: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    let f = py
-        .detach(|| stats::frechet_distance_detailed(&m1, &s1, &m2, &s2))
-        .map_err(value_err)?;
+    let f = py.detach(|| stats::frechet_distance_detailed(&m1, &s1, &m2, &s2)).map_err(value_err)?;
     let out = pyo3::types::PyDict::new(py);
     out.set_item("distance", f.distance)?;
     out.set_item("mean_term", f.mean_term)?;

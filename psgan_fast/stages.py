@@ -274,8 +274,9 @@ class _RoutedConv(torch.autograd.Function):
                 # output ones. The bias gradient is then the d-weighted sum of
                 # each image's gradient total.
                 gw = conv_bwd(grad, x * _rows(route.d, x), [False, True, False])[1]
-                if has_bias:
-                    gb = torch.mv(grad.sum(dim=(2, 3), dtype=torch.float32).t(), route.d.float())
+                if has_bias:  # sum_i d_i * sum_hw grad_i: one matrix-vector product
+                    rows = grad.permute(0, 2, 3, 1).reshape(grad.shape[0], -1)  # a view if channels_last
+                    gb = torch.mv(rows.t(), route.d.to(rows.dtype)).view(-1, grad.shape[1]).sum(0)
             else:
                 _, gw, gb = conv_bwd(grad * _rows(route.d, grad), x, [False, True, has_bias])
             gw = gw.to(w_dtype)

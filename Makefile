@@ -20,6 +20,10 @@ export CARGO_TARGET_DIR ?= $(CACHE_DIR)/cargo-$(CARGO_KEY)
 PY := .venv/bin/python
 # maturin's PEP 517 backend calls the `maturin` executable: find the venv's.
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
+# The cached venv is shared by every clone on the machine, and its editable
+# install points at whichever clone installed last: this clone's package
+# comes first for everything make runs (and the processes those start).
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml rust/Cargo.lock
 PY_BUILD_FILES := pyproject.toml
 
@@ -28,8 +32,11 @@ PY_BUILD_FILES := pyproject.toml
 setup: install data
 
 # A venv is complete only once `.complete` exists inside it; a half-built
-# one (interrupted install) is thrown away and rebuilt.
-$(VENV_DIR)/.complete: requirements.txt
+# one (interrupted install) is thrown away and rebuilt. No file prerequisite:
+# the directory name is the hash of requirements.txt, so a changed file means
+# a new directory, and a fresh clone's newer mtimes must not rebuild (and
+# delete) a venv that other clones are using.
+$(VENV_DIR)/.complete:
 	@echo "==> building venv $(VENV_DIR) (first time on this machine: a few minutes)"
 	rm -rf "$(VENV_DIR)"
 	mkdir -p "$(CACHE_DIR)"

@@ -1,9 +1,11 @@
 """Shared benchmark helpers.
 
-* Torch threads: every benchmark runs with `psgan_fast.bench.timing.
-  bench_threads()` torch threads ($PSGAN_BENCH_THREADS, default 1: on the
-  shared 2-core machine two OpenMP threads made training steps 10-40x slower
-  whenever other processes were busy). The header of the run says how many.
+* CPU runtime (psgan_fast.bench.cpu_runtime): every benchmark runs with
+  `psgan_fast.bench.timing.bench_threads()` torch threads ($PSGAN_BENCH_THREADS,
+  default 1: on the shared 2-core machine two OpenMP threads made training
+  steps 10-40x slower whenever other processes were busy) and with glibc's
+  malloc told to keep freed memory ($PSGAN_BENCH_MALLOC=0 turns that off).
+  The header of the run says both.
 * A same-run ratio table printed at the end: pytest-benchmark gives raw
   timings; users want ratios against a baseline measured in the same run.
   Benchmarks call `report(group, name, value, unit, baseline=...)`.
@@ -21,6 +23,7 @@ import pytest
 
 _ROWS: list[tuple[str, str, float, str, bool, bool]] = []
 _TABLE_ROWS: list[dict] = []
+_RUNTIME: dict = {}
 
 
 def report(group: str, name: str, value: float, unit: str, *, baseline: bool = False,
@@ -40,11 +43,12 @@ def same_run_report():
 def pytest_configure(config):
     import torch
 
+    from psgan_fast.bench.cpu_runtime import configure_cpu
     from psgan_fast.bench.timing import bench_threads
 
     n = bench_threads()
     os.environ.setdefault("OMP_NUM_THREADS", str(n))  # for subprocesses
-    torch.set_num_threads(n)
+    _RUNTIME.update(configure_cpu(n, malloc=os.environ.get("PSGAN_BENCH_MALLOC", "1") != "0"))
 
 
 def pytest_report_header(config):
@@ -53,7 +57,8 @@ def pytest_report_header(config):
     from psgan_fast.bench.timing import load_average
 
     return [f"psgan_fast benchmarks: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) "
-            f"($PSGAN_BENCH_THREADS), {os.cpu_count()} CPUs, load average {load_average()}, "
+            f"($PSGAN_BENCH_THREADS), malloc tuned {_RUNTIME.get('malloc_tuned')} ($PSGAN_BENCH_MALLOC), "
+            f"{os.cpu_count()} CPUs, load average {load_average()}, "
             f"CUDA {'yes: ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no'}"]
 
 

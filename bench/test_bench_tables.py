@@ -13,9 +13,11 @@ torch pinned to $PSGAN_BENCH_THREADS threads (default 1; bench/conftest.py).
   step), so that load from other processes hits every row alike; pytest-
   benchmark's own figure for the test is that row's schedule run alone once
   (its warm-up steps included), kept as a cross-check.
-* ``test_step_efficiency[<precision>-psgan-gN]`` - one PS-GAN training step at
-  28x28 (stage 2), its FLOPs (torch.utils.flop_counter) and the matmul peak
-  measured in the same test: achieved GFLOP/s and the share of the peak.
+* The efficiency figure comes from the same interleaved measurement: each
+  row's training step at 28x28 (the last stage), its FLOPs
+  (torch.utils.flop_counter, counted in the stage's warm-up step) and the
+  matmul peak measured around it (the best product of the run): achieved
+  GFLOP/s and the share of the peak (the report's efficiency table).
 * ``test_d_backward[<precision>-routed|two-pass]`` - the PS-GAN step with D's
   routed single backward (the default) against two restricted backward
   passes, interleaved; asserts that both give the same gradients.
@@ -36,7 +38,7 @@ import torch
 
 from conftest import record_table_row, report
 from psgan_fast.bench.timing import (TABLE3, load_average, machine_info, make_recipe, matmul_peak,
-                                     real_batches, step_flops, time_rows, time_training)
+                                     real_batches, time_rows, time_training)
 
 STEPS = int(os.environ.get("PSGAN_BENCH_STEPS", "8"))
 REPEATS = int(os.environ.get("PSGAN_BENCH_REPEATS", "3"))
@@ -94,38 +96,9 @@ def test_time_cost(benchmark, batches, precision, name):
     report(f"Table 3 ({precision}): seconds for {t.images} images, interleaved", name, t.seconds, "s",
            baseline=name == "sngan", higher_is_better=False)
     report(f"efficiency ({precision}): GFLOP/s over the schedule", name, t.gflops_per_s, "GFLOP/s")
-
-
-EFFICIENCY_ROWS = ("psgan-g1", "psgan-g2", "psgan-g3")
-
-
-@pytest.mark.parametrize("precision,name", [(p, n) for p in PRECISIONS for n in EFFICIENCY_ROWS],
-                         ids=[f"{p}-{n}" for p in PRECISIONS for n in EFFICIENCY_ROWS])
-def test_step_efficiency(benchmark, batches, precision, name):
-    recipe = make_recipe(name, 1000, precision=precision, device=DEVICE)
-    recipe.begin_epoch(2)  # 28x28
-    flops = step_flops(recipe, batches[0])  # also the warm-up step
-    recipe.step(batches[1])
-    k = iter(range(10 ** 9))
-
-    def one_step():
-        recipe.step(batches[next(k) % len(batches)])
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize(DEVICE)
-
-    pk0 = peak(precision)
-    benchmark.group = f"step efficiency {precision} ({DEVICE.type})"
-    benchmark.pedantic(one_step, rounds=STEPS * REPEATS, iterations=1)
-    pk = max(pk0, peak(precision))
-    med = benchmark.stats.stats.median
-    gflops = flops / med / 1e9
-    info = {"table": "efficiency", "row": name, "precision": precision, "device": str(DEVICE),
-            "step_seconds": med, "step_flops": flops, "gflops": gflops, "peak_gflops": pk,
-            "load_average": load_average(), "machine": machine_info(DEVICE)}
-    benchmark.extra_info.update(info)
-    record_table_row(info)
-    report(f"step efficiency ({precision}, stage 2): % of matmul peak {pk:.0f} GFLOP/s", name,
-           100 * gflops / pk, "%")
+    step = t.per_stage_seconds[-1] / STEPS
+    report(f"training step at 28x28 ({precision}): % of the matmul peak {shared['peak']:.0f} GFLOP/s", name,
+           100 * t.stage_flops[-1] / step / 1e9 / shared["peak"], "%")
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

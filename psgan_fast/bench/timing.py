@@ -97,8 +97,11 @@ def machine_info(device: Optional[torch.device] = None) -> dict:
                     break
     except OSError:
         pass
+    from psgan_fast.bench.cpu_runtime import _state as runtime_state
+
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "load_average": load_average()}
+            "threads": torch.get_num_threads(), "load_average": load_average(),
+            "malloc_tuned": bool(runtime_state.get("malloc", False))}
     if device is not None and torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

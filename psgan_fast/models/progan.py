@@ -57,7 +57,7 @@ aot_autograd cannot differentiate a compiled graph twice. Checked on the CPU:
 compiled and eager steps agree through all three phases.
 
 Options from ``cfg.extra``: "width" (64), "latent_dim" (128),
-"mbstd_group" (4), "channels_last" (default on for CUDA only).
+"mbstd_group" (4), "channels_last" (default on, CPU and CUDA).
 """
 
 from __future__ import annotations
@@ -83,7 +83,9 @@ MIN_WIDTH = 16
 LEAK = 0.2
 MBSTD_GROUP = 4
 NUM_PHASES = 3
-_CHANNELS_LAST_DEFAULT = {"cpu": False, "cuda": True}
+# channels_last on the CPU too: measured interleaved (1 thread, load 5.5, CPU ms per
+# 28x28 step after the fade, median of 8): fp32 630.6 -> 568.8, bf16 418.3 -> 345.3.
+_CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ BatchNorm in D, so batching the two changes nothing); then G updated through D(f
 training mode runs one power iteration, so a step runs two.
 
 Other options from ``cfg.extra``: "width" (64), "latent_dim" (128),
-"sn_impl" ("auto", "triton" or "ref"), "channels_last" (default: on for
-CUDA, off for the CPU, as for PS-GAN). Networks are initialised from a
+"sn_impl" ("auto", "triton" or "ref"), "channels_last" (default: on, CPU
+and CUDA, as for PS-GAN). Networks are initialised from a
 private RNG seeded by ``cfg.seed`` (the global stream that z comes from is
 not moved), with PyTorch's default initialisers.
 """
@@ -59,7 +59,9 @@ WIDTH = 64
 MIN_WIDTH = 16
 LEAK = 0.1
 LOSSES = ("hinge", "bce")
-_CHANNELS_LAST_DEFAULT = {"cpu": False, "cuda": True}
+# channels_last on the CPU too: measured interleaved (1 thread, load 5.5, CPU ms per
+# 28x28 step, median of 8): sngan fp32 152.3 -> 136.6, bf16 87.9 -> 87.6.
+_CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
 
 
 def _widths(width: int) -> list[int]:

@@ -123,7 +123,12 @@ def test_agrees_with_torch_fidelity_calculate_metrics(test_images, train_images,
     ours = ev.evaluate_images([fake], real=real, kid_subsets=20, kid_subset_size=500, seed=2020,
                               class_histograms=False)
     g = ours["generators"][0]
-    assert abs(g["fid"] - theirs["frechet_inception_distance"]) <= 1e-6 * theirs["frechet_inception_distance"]
+    # A small FID (~1 here) is the difference of trace terms ~100x larger, and
+    # torch-fidelity takes square roots of eigenvalues of the non-symmetric
+    # Sigma1 Sigma2: near-zero eigenvalues leave either result uncertain at
+    # ~1e-6 relative (the clean-clone CI run measured 1.1e-6). The 1e-6 bound
+    # is held on random PSD pairs in tests/test_frechet.py.
+    assert abs(g["fid"] - theirs["frechet_inception_distance"]) <= 1e-5 * theirs["frechet_inception_distance"]
     assert g["is_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-6)
     assert g["is_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-5)
     assert g["kid_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-5)

@@ -86,12 +86,15 @@ def time_tables(rows: dict[str, dict], precision: str) -> str:
     spp = any_row.get("steps_per_stage")
     reps = any_row.get("repeats")
     how = (f"{imgs} images per model ({spp} batches of 64 per stage x 3 stages); a stage's time = "
-           f"{spp} x the median of {spp * reps if spp and reps else '?'} interleaved steps") if spp else ""
+           f"{spp} x the median of {spp * reps if spp and reps else '?'} interleaved steps (wall clock; "
+           f"the CPU-time ratio uses the process's CPU time instead)") if spp else ""
     out.append(f"#### Table 3 — training time relative to SNGAN ({precision})\n")
     if how:
         out.append(how + "\n")
-    out.append("| model | description | time (s) | ratio | paper ratio | run alone (s) | GFLOP/s | % of matmul peak |")
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    cbase = r.get("sngan", {}).get("cpu_seconds")
+    out.append("| model | description | time (s) | ratio | paper ratio | ratio of CPU times | run alone (s) "
+               "| GFLOP/s | % of matmul peak |")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, _, _, _, paper in TABLE3:
         if name not in r:
             continue
@@ -100,8 +103,10 @@ def time_tables(rows: dict[str, dict], precision: str) -> str:
         gf = x.get("flops", 0.0) / t / 1e9 if x.get("flops") and t else None
         peak = x.get("peak_gflops")
         alone = x.get("seconds_alone")
+        cpu = x.get("cpu_seconds")
         out.append(f"| {MODEL_NAMES[name]} | {DESCRIPTIONS[name]} | {t:.2f} | "
                    f"{_pct(t / base) if base else 'n/a'} | {100 * paper:.1f}% | "
+                   f"{_pct(cpu / cbase) if cpu and cbase else 'n/a'} | "
                    f"{'n/a' if alone is None else f'{alone:.2f}'} | {'n/a' if gf is None else f'{gf:.1f}'} | "
                    f"{_pct(gf / peak) if gf and peak else 'n/a'} |")
     base2 = r.get("psgan-g2", {}).get("seconds")

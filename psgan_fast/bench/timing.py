@@ -21,7 +21,9 @@ rotating), so load from other processes on a shared machine hits all rows
 alike. A row's time for the stage is ``steps_per_stage * median(step
 time)``: the time of `steps_per_stage` batches, robust to the odd step that
 another process delayed. `Timing.wall_seconds` keeps the plain sum (divided
-by `repeats`) for comparison.
+by `repeats`) for comparison, `Timing.cpu_seconds` the same figure from the
+process's CPU time (with one thread: the time the step ran, not the time
+other processes held the core).
 
 Threads. On the project's shared 2-core machine two OpenMP threads ran the
 training steps 10-40x slower than one whenever other processes were busy
@@ -121,6 +123,7 @@ class Timing:
     step_seconds: list = field(default_factory=list)  # per stage: every timed step
     wall_seconds: float = 0.0                          # plain sums / repeats
     stage_flops: list = field(default_factory=list)    # FLOPs of one step, per stage
+    cpu_seconds: float = 0.0                           # as `seconds`, from process CPU time
 
     @property
     def images_per_s(self) -> float:
@@ -134,6 +137,7 @@ class Timing:
         return {"name": self.name, "seconds": self.seconds, "images": self.images, "steps": self.steps,
                 "flops": self.flops, "per_stage_seconds": self.per_stage_seconds,
                 "wall_seconds": self.wall_seconds, "stage_flops": self.stage_flops,
+                "cpu_seconds": self.cpu_seconds,
                 "step_ms": [[round(1e3 * t, 3) for t in ts] for ts in self.step_seconds]}
 
 
@@ -219,6 +223,7 @@ def time_rows(names: Sequence[str], steps_per_stage: int, batches: Sequence[torc
                               batch_size=batches[0].shape[0], parallel=parallel, compile=compile,
                               extra=extra) for n in names}
     steps: dict[str, list[list[float]]] = {n: [] for n in names}
+    cpu: dict[str, list[list[float]]] = {n: [] for n in names}
     flops: dict[str, list[float]] = {n: [] for n in names}
     for stage in range(STAGES):
         for n, r in recipes.items():
@@ -233,15 +238,17 @@ def time_rows(names: Sequence[str], steps_per_stage: int, batches: Sequence[torc
                 flops[n].append(0.0)
             _sync(device)
             steps[n].append([])
+            cpu[n].append([])
         order = list(names)
         for i in range(timed):
             x = batches[(warmup + i) % len(batches)]
             k = i % len(order)
             for n in order[k:] + order[:k]:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 recipes[n].step(x)
                 _sync(device)
                 steps[n][stage].append(time.perf_counter() - t0)
+                cpu[n][stage].append(time.process_time() - c0)
     out = {}
     for n in names:
         per_stage = [steps_per_stage * statistics.median(ts) for ts in steps[n]]
@@ -249,7 +256,8 @@ def time_rows(names: Sequence[str], steps_per_stage: int, batches: Sequence[torc
         out[n] = Timing(name=n, seconds=sum(per_stage), images=STAGES * steps_per_stage * batches[0].shape[0],
                         steps=STAGES * steps_per_stage, flops=float(sum(fl)), per_stage_seconds=per_stage,
                         step_seconds=steps[n], wall_seconds=sum(sum(ts) for ts in steps[n]) / repeats,
-                        stage_flops=flops[n])
+                        stage_flops=flops[n],
+                        cpu_seconds=sum(steps_per_stage * statistics.median(ts) for ts in cpu[n]))
     return out
 
 
@@ -265,13 +273,16 @@ def time_training(name: str, steps_per_stage: int, batches: Sequence[torch.Tenso
 def matmul_peak(dtype: torch.dtype, n: Optional[int] = None, reps: Optional[int] = None,
                 device: Optional[torch.device] = None) -> float:
     """Measured matmul GFLOP/s for square n x n matrices of `dtype`: the
-    best of `reps` products (n = 2048 on the CPU, 8192 on CUDA), with the
-    current torch thread count."""
+    best of `reps` products, with the current torch thread count. On the CPU
+    n = 1024 and many repetitions (100 bf16, 30 fp32: 2-20 ms each): on a
+    shared machine the best of many short products finds the moments the
+    core was free (n = 2048 reached at most the same figure, and measured as
+    low as a quarter of it at load 6-7 with 5-10 repetitions). On CUDA n = 8192."""
     device = torch.device(device or "cpu")
     if n is None:
-        n = 8192 if device.type == "cuda" else 2048
+        n = 8192 if device.type == "cuda" else 1024
     if reps is None:
-        reps = 10 if (device.type == "cuda" or dtype != torch.float32) else 5
+        reps = 10 if device.type == "cuda" else (30 if dtype == torch.float32 else 100)
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)

@@ -77,6 +77,7 @@ CHECKPOINT_S = 0.5  # per epoch
 
 # (row id, model, generators, paper seconds, paper ratio vs SNGAN): Table 3.
 from psgan_fast.bench.timing import TABLE3  # noqa: E402
+from psgan_fast.fsutil import atomic_write_text  # noqa: E402
 
 ROW_IDS = tuple(r[0] for r in TABLE3)
 ROWS = {r[0]: {"model": r[1], "generators": r[2], "paper_seconds": r[3], "paper_ratio": r[4]} for r in TABLE3}
@@ -116,26 +117,8 @@ class Interrupted(RuntimeError):
 # Small helpers
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: a kill
-    leaves the old file or the new one, never a torn one."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, doc: Any) -> None:
-    _atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=False) + "\n")
 
 
 def _read_json(path: Path) -> Optional[Any]:
@@ -873,7 +856,7 @@ def write_report(out: Path, plan: dict, ctx: dict, progress: dict, *, figures: b
     figs = make_figures(out, plan) if figures else {}
     ref = ctx.get("reference")
     text = render_report(out, plan, table, figs, ref, ctx, progress)
-    _atomic_write_text(out / "REPORT.md", text)
+    atomic_write_text(out / "REPORT.md", text)
     return out / "REPORT.md"
 
 

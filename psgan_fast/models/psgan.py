@@ -30,17 +30,20 @@ on resume - never moves the global RNG stream that z is drawn from.
 Measured throughput (training images per second: batch 64 / step time;
 stage 2, 28x28, default widths, random data; best / median of 12 steps,
 configurations interleaved step by step) on the 2-core Xeon (AVX-512 +
-AMX-bf16), torch 2.15, ONE thread - the machine was shared (load average
-3.7-4.2) and 2 OpenMP threads then run 2-5x slower than one::
+AMX-bf16), torch 2.15, ONE thread, load average 4.8-5.2, with the routed D
+backward and the channels_last fixes of stages.py (2 OpenMP threads run
+several times slower on the shared machine)::
 
     N  precision  sequential NCHW  sequential NHWC  fused NCHW  fused NHWC
-    1  fp32         351 / 253        529 / 311          -           -
-    1  bf16         584 / 481        686 / 459          -           -
-    2  fp32         204 / 138        241 / 173       158 / 112   193 / 138
-    2  bf16         332 / 236        526 / 265       198 / 139   266 / 187
-    3  fp32         146 / 100        175 / 133       113 /  78   144 /  93
-    3  bf16         255 / 159        311 / 207       142 /  97   184 / 135
+    1  fp32         570 / 397        647 / 479          -           -
+    1  bf16        1033 / 615       1431 / 803          -           -
+    2  fp32         324 / 240        398 / 283       243 / 184   294 / 223
+    2  bf16         615 / 361        703 / 488       265 / 209   375 / 277
+    3  fp32         226 / 170        275 / 204       168 / 128   220 / 164
+    3  bf16         435 / 280        634 / 361       221 / 155   286 / 193
 
+(Before those changes, at load 3.7-4.2, the NHWC sequential medians were
+311 / 459 (N=1 fp32 / bf16), 173 / 265 (N=2), 133 / 207 (N=3).)
 So on this CPU: sequential beats fused, channels_last (NHWC) helps, and
 bf16 autocast is 1.5-2x faster than fp32 (AMX). Defaults follow: parallel
 auto -> sequential, channels_last on; precision stays the user's choice.

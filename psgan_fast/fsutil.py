@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -42,3 +43,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file (metrics.jsonl). A line torn by a kill
+    ends the list: it and anything after it are dropped. A missing file is
+    an empty list."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        break
+    except FileNotFoundError:
+        pass
+    return out

@@ -77,7 +77,7 @@ CHECKPOINT_S = 0.5  # per epoch
 
 # (row id, model, generators, paper seconds, paper ratio vs SNGAN): Table 3.
 from psgan_fast.bench.timing import TABLE3  # noqa: E402
-from psgan_fast.fsutil import atomic_write_text  # noqa: E402
+from psgan_fast.fsutil import atomic_write_text, read_jsonl  # noqa: E402
 
 ROW_IDS = tuple(r[0] for r in TABLE3)
 ROWS = {r[0]: {"model": r[1], "generators": r[2], "paper_seconds": r[3], "paper_ratio": r[4]} for r in TABLE3}
@@ -128,23 +128,6 @@ def _read_json(path: Path) -> Optional[Any]:
         return None
     except ValueError as e:
         raise ReproError(f"{path} is not valid JSON ({e}); delete it to recompute it") from None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """Records of a metrics.jsonl; a line torn by a kill ends the list."""
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        break
-    except FileNotFoundError:
-        pass
-    return out
 
 
 def _log(text: str) -> None:
@@ -428,7 +411,7 @@ def train_run(plan: dict, row: str, seed: int, run_dir: Path, step_limit: Option
 
 def train_seconds(run_dir: Path) -> Optional[float]:
     """Cumulative training seconds of a run (its last epoch record)."""
-    recs = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"]
+    recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"]
     return float(recs[-1]["train_seconds"]) if recs else None
 
 
@@ -518,7 +501,7 @@ def make_figures(out: Path, plan: dict) -> dict[str, str]:
     made: dict[str, str] = {}
     epochs = int(plan["schedule"]["epochs"])
     for stem, fig, row in LOSS_FIGURES:
-        recs = [r for r in _read_jsonl(_seed0_run(out, plan, row) / "metrics.jsonl") if r.get("kind") == "epoch"]
+        recs = [r for r in read_jsonl(_seed0_run(out, plan, row) / "metrics.jsonl") if r.get("kind") == "epoch"]
         if recs:
             save_loss_plot(figdir / f"{stem}.png", recs, f"Fig. {fig}: {LABELS[row]}, average loss per epoch")
             made[stem] = f"figures/{stem}.png"
@@ -533,7 +516,7 @@ def make_figures(out: Path, plan: dict) -> dict[str, str]:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(ROW_IDS):
         for j, seed in enumerate(plan["seeds"]):
-            ev = [r for r in _read_jsonl(out / "runs" / run_name(row, seed) / "metrics.jsonl")
+            ev = [r for r in read_jsonl(out / "runs" / run_name(row, seed) / "metrics.jsonl")
                   if r.get("kind") == "eval" and r.get("fid") is not None]
             if not ev:
                 continue

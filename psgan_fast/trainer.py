@@ -38,6 +38,7 @@ from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast import distributed as dist_mod
 from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
 from psgan_fast.data import BatchStream, find_dataset, to_float
+from psgan_fast.fsutil import read_jsonl
 from psgan_fast.models import build_recipe
 from psgan_fast.plots import save_loss_plot, save_sample_grids
 from psgan_fast.recipe import Recipe, StepOutput
@@ -170,22 +171,6 @@ def _default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.model}-g{cfg.num_generators()}-{stamp}"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    try:
-        with open(path) as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        break  # a line torn by a kill: drop it and what follows
-    except FileNotFoundError:
-        pass
-    return out
-
-
 class Trainer:
     """Runs one training job described by a TrainConfig. Use `train()`."""
 
@@ -309,7 +294,7 @@ class Trainer:
     def _truncate_metrics(self, step: int) -> None:
         """Drop records a killed run wrote after its last checkpoint."""
         path = self.run_dir / "metrics.jsonl"
-        kept = [r for r in _read_jsonl(path) if r.get("step", 0) <= step]
+        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
         if self.is_main:
             ckpt_mod.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self.epoch_records = [r for r in kept if r.get("kind") == "epoch"]

@@ -168,9 +168,9 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
     for name in done:
         rd = out / "runs" / name
         assert rp.run_status(rd) == ("complete", 6)
-        epochs = [r for r in rp._read_jsonl(rd / "metrics.jsonl") if r["kind"] == "epoch"]
+        epochs = [r for r in rp.read_jsonl(rd / "metrics.jsonl") if r["kind"] == "epoch"]
         assert [e["epoch"] for e in epochs] == [0, 1, 2]
-        evals = [r for r in rp._read_jsonl(rd / "metrics.jsonl") if r["kind"] == "eval"]
+        evals = [r for r in rp.read_jsonl(rd / "metrics.jsonl") if r["kind"] == "eval"]
         assert len(evals) == 3 and all(math.isfinite(e["fid"]) for e in evals)
         res = json.loads((rd / "final_eval.json").read_text())["result"]
         assert math.isfinite(res["fid"]) and res["num_samples"] == 200

@@ -141,7 +141,8 @@ impl Moments {
             return Ok(());
         }
         self.ensure_m2(d)?;
-        let chunk = CHUNK_ROWS.min(rows);
+        // Equal chunks of at most CHUNK_ROWS rows (no small leftover chunk).
+        let chunk = rows.div_ceil(rows.div_ceil(CHUNK_ROWS));
         let mut buf = try_zeroed(chunk * d, "the batch scratch")?;
         let mut bmean = vec![0.0f64; d];
         for block in data.chunks(chunk * d) {
@@ -308,41 +309,47 @@ impl FeatureStats {
         Ok(())
     }
 
-    /// All shards merged into one.
-    fn combined(&self) -> Result<Moments, StatsError> {
-        let mut all = Moments::empty(self.dim);
-        for shard in &self.shards {
-            all.merge(self.dim, shard)?;
-        }
-        Ok(all)
-    }
-
     /// The mean of the samples seen (needs at least one).
     pub fn mean(&self) -> Result<Vec<f64>, StatsError> {
         if self.count() == 0 {
             return err("no samples yet: the mean needs at least 1");
         }
-        Ok(self.combined()?.mean)
+        Ok(self.combined_mean())
     }
 
     /// The unbiased covariance (divided by n − 1, as `numpy.cov`), a full
     /// symmetric d × d matrix in a flat vector (row- and column-major alike).
+    ///
+    /// The shards combine in one pass: M2 = Σ_s M2_s + Σ_s n_s δ_s δ_sᵀ with
+    /// δ_s = μ_s − μ (the pairwise rule, all groups at once).
     pub fn covariance(&self) -> Result<Vec<f64>, StatsError> {
         let d = self.dim;
         let count = self.count();
         if count < 2 {
             return err(format!("{count} sample(s) so far: the unbiased covariance needs at least 2"));
         }
-        let all = self.combined()?;
-        let scale = 1.0 / (count - 1) as f64;
+        let mean = self.combined_mean();
         let mut out = try_zeroed(d * d, "the covariance")?;
-        // Mirror the lower triangle, 32 x 32 tiles at a time (cache friendly).
+        for shard in self.shards.iter().filter(|s| s.count > 0) {
+            let w = shard.count as f64;
+            let delta: Vec<f64> = shard.mean.iter().zip(&mean).map(|(a, b)| a - b).collect();
+            for j in 0..d {
+                let src = &shard.m2[j * d..(j + 1) * d];
+                let dst = &mut out[j * d..(j + 1) * d];
+                let wdj = w * delta[j];
+                for i in j..d {
+                    dst[i] += src[i] + wdj * delta[i];
+                }
+            }
+        }
+        let scale = 1.0 / (count - 1) as f64;
+        // Scale the lower triangle and mirror it, 32 x 32 tiles at a time.
         const TILE: usize = 32;
         for jb in (0..d).step_by(TILE) {
             for ib in (jb..d).step_by(TILE) {
                 for j in jb..(jb + TILE).min(d) {
                     for i in ib.max(j)..(ib + TILE).min(d) {
-                        let v = all.m2[j * d + i] * scale;
+                        let v = out[j * d + i] * scale;
                         out[j * d + i] = v;
                         out[i * d + j] = v;
                     }
@@ -350,6 +357,19 @@ impl FeatureStats {
             }
         }
         Ok(out)
+    }
+
+    /// The count-weighted mean of the shards' means.
+    fn combined_mean(&self) -> Vec<f64> {
+        let n = self.count() as f64;
+        let mut mean = vec![0.0; self.dim];
+        for shard in self.shards.iter().filter(|s| s.count > 0) {
+            let w = shard.count as f64 / n;
+            for (m, x) in mean.iter_mut().zip(&shard.mean) {
+                *m += w * x;
+            }
+        }
+        mean
     }
 }
 

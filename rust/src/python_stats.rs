@@ -189,7 +189,7 @@ fn frechet_distance(
     sigma2: &Bound<'_, PyAny>,
 ) -> PyResult<f64> {
     let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    py.detach(|| stats::frechet_distance(&m1, &s1, &m2, &s2)).map_err(value_err)
+    py.detach(|| stats::frechet_distance_owned(&m1, s1, &m2, s2)).map(|f| f.distance).map_err(value_err)
 }
 
 /// frechet_distance_details(mu1, sigma1, mu2, sigma2) -> dict
@@ -206,7 +206,7 @@ fn frechet_distance_details<'py>(
     sigma2: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
     let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    let f = py.detach(|| stats::frechet_distance_detailed(&m1, &s1, &m2, &s2)).map_err(value_err)?;
+    let f = py.detach(|| stats::frechet_distance_owned(&m1, s1, &m2, s2)).map_err(value_err)?;
     let out = pyo3::types::PyDict::new(py);
     out.set_item("distance", f.distance)?;
     out.set_item("mean_term", f.mean_term)?;

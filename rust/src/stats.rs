@@ -12,8 +12,12 @@
 //! through a *symmetric* eigenproblem (DESIGN.md §4): with Σ1 = L Lᵀ
 //! (Cholesky), Σ1 Σ2 = L (Lᵀ Σ2 L) L⁻¹ is similar to M = Lᵀ Σ2 L, which is
 //! symmetric positive semidefinite, so its eigenvalues λᵢ are real and
-//! tr √(Σ1 Σ2) = Σ √λᵢ. Cost: one Cholesky, two triangular products and the
-//! eigenvalues (no eigenvectors) of a symmetric matrix.
+//! tr √(Σ1 Σ2) = Σ √λᵢ. Cost: one Cholesky (faer), two triangular products
+//! (faer) and the eigenvalues, no eigenvectors, of a symmetric matrix: a
+//! two-stage tridiagonalisation (`tridiag`) and implicit QL
+//! (`ql_implicit`). faer's own symmetric eigensolver reduces in one
+//! memory-bound stage and was ~2x slower at d = 2048, which is why that step
+//! is written here; every step is checked against faer in the tests.
 //!
 //! **Fallback when Σ1 is not positive definite** (for example fewer samples
 //! than dimensions, where Σ1 has rank n − 1 < d): the formula is symmetric
@@ -30,9 +34,9 @@
 //! of M) count as 0: a singular covariance would otherwise add √noise for
 //! each of its null directions. A clearly negative one (below
 //! −1e-4 · λ_max) means an input is not a covariance matrix, and is an
-//! error. The result is clamped at 0: the
-//! Fréchet distance is a squared Wasserstein distance, never negative, and
-//! a tiny negative value is rounding.
+//! error. The result is clamped at 0: the Fréchet distance is a squared
+//! Wasserstein distance, never negative, and a tiny negative value is
+//! rounding.
 //!
 //! # Accumulation
 //!
@@ -41,6 +45,7 @@
 //! al.'s pairwise rule, M2 = M2_a + M2_b + δ δᵀ n_a n_b / n, so no raw
 //! second moments are formed (no cancellation when the mean is large next
 //! to the spread) and two accumulators merge exactly ([`FeatureStats::merge`]).
+//! Large batches are split over the threads, one shard each.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
@@ -102,7 +107,7 @@ const MIN_SHARD_ROWS: usize = 256;
 /// Streaming mean and covariance of d-dimensional features, in f64.
 ///
 /// Large batches are split into contiguous row ranges, one per worker
-/// thread, each accumulated into its own [`Moments`] shard by a
+/// thread, each accumulated into its own `Moments` shard by a
 /// single-threaded product; the shards are merged (exactly, by the pairwise
 /// rule) when the statistics are read. Coarse-grained threads beat the matrix
 /// product's own fine-grained ones here: no synchronisation inside the
@@ -411,11 +416,28 @@ pub struct Frechet {
     pub method: TraceSqrtMethod,
 }
 
-/// A validated, exactly symmetric covariance matrix.
+/// A validated, exactly symmetric covariance matrix (d × d, contiguous:
+/// column-major and row-major alike).
 struct Cov {
     name: &'static str,
-    mat: Mat<f64>,
+    data: Vec<f64>,
+    d: usize,
     max_diag: f64,
+}
+
+impl Cov {
+    fn mat(&self) -> MatRef<'_, f64> {
+        MatRef::from_column_major_slice(&self.data, self.d, self.d)
+    }
+
+    fn trace(&self) -> f64 {
+        (0..self.d).map(|i| self.data[i * self.d + i]).sum()
+    }
+}
+
+/// A d × d matrix buffer, fallible allocation (large covariances).
+fn square_buffer(d: usize, what: &str) -> Result<Vec<f64>, StatsError> {
+    try_zeroed(d * d, what)
 }
 
 fn check_vector(name: &str, v: &[f64], d: usize) -> Result<(), StatsError> {
@@ -430,32 +452,47 @@ fn check_vector(name: &str, v: &[f64], d: usize) -> Result<(), StatsError> {
 
 /// Check shape, finiteness, symmetry and non-negative variances of a d × d
 /// matrix given flat (row-major; for a symmetric matrix any order), and
-/// return it symmetrised as (Σ + Σᵀ) / 2. The transpose is visited in
-/// 64 × 64 tiles so both reads stay in cache.
-fn check_covariance(name: &'static str, s: &[f64], d: usize) -> Result<Cov, StatsError> {
+/// symmetrise it in place, (Σ + Σᵀ) / 2. The pairs (i, j), (j, i) are
+/// visited in 64 × 64 tiles so both reads stay in cache and in the TLB; no
+/// new d × d buffer (at d = 2048 each fresh 32 MB costs ~10 ms of page faults).
+fn check_covariance(name: &'static str, mut s: Vec<f64>, d: usize) -> Result<Cov, StatsError> {
     if s.len() != d * d {
         return err(format!("{name} has {} values, expected {d} x {d} = {}", s.len(), d * d));
     }
-    if let Some(p) = s.iter().position(|x| !x.is_finite()) {
+    let mut finite = true;
+    let mut max_abs = 0.0f64;
+    for x in &s {
+        finite &= x.is_finite();
+        max_abs = max_abs.max(x.abs());
+    }
+    if !finite {
+        let p = s.iter().position(|x| !x.is_finite()).unwrap_or(0);
         return err(format!("{name} has a non-finite value {} at [{}, {}]", s[p], p / d, p % d));
     }
-    let max_abs = s.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let mut max_diag = 0.0f64;
+    for i in 0..d {
+        let v = s[i * d + i];
+        if v < 0.0 {
+            return err(format!(
+                "{name} is not a covariance matrix: negative variance {name}[{i}, {i}] = {v:e}"
+            ));
+        }
+        max_diag = max_diag.max(v);
+    }
     const TILE: usize = 64;
-    // sym[j * d + i] = (s[i, j] + s[j, i]) / 2, column-major = row-major.
-    let mut sym = try_zeroed(d * d, &format!("a copy of {name}"))?;
     let mut worst = (0.0f64, 0usize, 0usize);
     for jb in (0..d).step_by(TILE) {
         for ib in (jb..d).step_by(TILE) {
             for i in ib..(ib + TILE).min(d) {
-                for j in jb..(jb + TILE).min(d).min(i + 1) {
+                for j in jb..(jb + TILE).min(d).min(i) {
                     let (a, b) = (s[i * d + j], s[j * d + i]);
                     let diff = (a - b).abs();
                     if diff > worst.0 {
                         worst = (diff, i, j);
                     }
                     let m = 0.5 * (a + b);
-                    sym[i * d + j] = m;
-                    sym[j * d + i] = m;
+                    s[i * d + j] = m;
+                    s[j * d + i] = m;
                 }
             }
         }
@@ -468,38 +505,28 @@ fn check_covariance(name: &'static str, s: &[f64], d: usize) -> Result<Cov, Stat
              {SYMMETRY_RTOL:e} * max|{name}| = {tol:.3e}"
         ));
     }
-    let mut max_diag = 0.0f64;
-    for i in 0..d {
-        let v = s[i * d + i];
-        if v < 0.0 {
-            return err(format!(
-                "{name} is not a covariance matrix: negative variance {name}[{i}, {i}] = {v:e}"
-            ));
-        }
-        max_diag = max_diag.max(v);
-    }
-    let mat = MatRef::from_column_major_slice(&sym, d, d).to_owned();
-    Ok(Cov { name, mat, max_diag })
+    Ok(Cov { name, data: s, d, max_diag })
 }
 
 /// Pivots below this are treated as zero (LAPACK `dpstrf`'s default).
 fn pivot_tol(c: &Cov) -> f64 {
-    c.mat.nrows() as f64 * f64::EPSILON * c.max_diag
+    c.d as f64 * f64::EPSILON * c.max_diag
 }
 
-/// Cholesky factor L (lower) of a numerically positive definite matrix, or
-/// None when a pivot is non-positive or below [`pivot_tol`].
-fn cholesky(c: &Cov) -> Option<Mat<f64>> {
+/// Cholesky factor L (lower, d × d contiguous, upper part zeroed) of a
+/// numerically positive definite matrix, or None when a pivot is
+/// non-positive or below [`pivot_tol`].
+fn cholesky(c: &Cov) -> Option<Vec<f64>> {
     use faer::linalg::cholesky::llt::factor as llt;
-    let d = c.mat.nrows();
+    let d = c.d;
     if c.max_diag == 0.0 {
         return None;
     }
-    let mut l = c.mat.clone();
+    let mut l = c.data.clone();
     let par = par();
     let mut mem = MemBuffer::new(llt::cholesky_in_place_scratch::<f64>(d, par, Default::default()));
     let res = llt::cholesky_in_place(
-        l.as_mut(),
+        MatMut::from_column_major_slice_mut(&mut l, d, d),
         Default::default(),
         par,
         MemStack::new(&mut mem),
@@ -510,15 +537,13 @@ fn cholesky(c: &Cov) -> Option<Mat<f64>> {
     }
     let tol = pivot_tol(c);
     if (0..d).any(|i| {
-        let p = l[(i, i)];
+        let p = l[i * d + i];
         !(p * p > tol)
     }) {
         return None;
     }
     for j in 1..d {
-        for i in 0..j {
-            l[(i, j)] = 0.0;
-        }
+        l[j * d..j * d + j].fill(0.0);
     }
     Some(l)
 }
@@ -527,11 +552,11 @@ fn cholesky(c: &Cov) -> Option<Mat<f64>> {
 /// below [`pivot_tol`]. Errors when Σ is clearly indefinite.
 fn pivoted_factor(c: &Cov) -> Result<Mat<f64>, StatsError> {
     use faer::linalg::cholesky::llt_pivoting::factor as piv;
-    let d = c.mat.nrows();
+    let d = c.d;
     if c.max_diag == 0.0 {
         return Ok(Mat::zeros(d, 0));
     }
-    let mut a = c.mat.clone();
+    let mut a = c.mat().to_owned();
     let mut perm = vec![0usize; d];
     let mut perm_inv = vec![0usize; d];
     let par = par();
@@ -558,7 +583,7 @@ fn pivoted_factor(c: &Cov) -> Result<Mat<f64>, StatsError> {
     });
     // What the factor leaves out must be rounding: for a positive
     // semidefinite Σ the residual Σ − S Sᵀ is bounded by the last pivot.
-    let mut resid = c.mat.clone();
+    let mut resid = c.mat().to_owned();
     tri_matmul(
         resid.as_mut(),
         BlockStructure::TriangularLower,
@@ -587,15 +612,16 @@ fn pivoted_factor(c: &Cov) -> Result<Mat<f64>, StatsError> {
 }
 
 /// Lower triangle of Fᵀ Σ F for a factor F (d × r; `lower` when F is the
-/// lower-triangular Cholesky factor, which halves the work).
-fn congruence(f: MatRef<'_, f64>, sigma: MatRef<'_, f64>, lower: bool) -> Mat<f64> {
+/// lower-triangular Cholesky factor, which halves the work), as an r × r
+/// contiguous column-major buffer.
+fn congruence(f: MatRef<'_, f64>, sigma: MatRef<'_, f64>, lower: bool) -> Result<Vec<f64>, StatsError> {
     let d = f.nrows();
     let r = f.ncols();
     let par = par();
     let fs = if lower { BlockStructure::TriangularLower } else { BlockStructure::Rectangular };
-    let mut w = Mat::<f64>::zeros(d, r);
+    let mut w = try_zeroed(d * r, "an intermediate product")?;
     tri_matmul(
-        w.as_mut(),
+        MatMut::from_column_major_slice_mut(&mut w, d, r),
         BlockStructure::Rectangular,
         Accum::Replace,
         sigma,
@@ -605,33 +631,37 @@ fn congruence(f: MatRef<'_, f64>, sigma: MatRef<'_, f64>, lower: bool) -> Mat<f6
         1.0,
         par,
     );
-    let mut m = Mat::<f64>::zeros(r, r);
+    let mut m = square_buffer(r, "the congruence product")?;
     tri_matmul(
-        m.as_mut(),
+        MatMut::from_column_major_slice_mut(&mut m, r, r),
         BlockStructure::TriangularLower,
         Accum::Replace,
         f.transpose(),
         if lower { BlockStructure::TriangularUpper } else { BlockStructure::Rectangular },
-        w.as_ref(),
+        MatRef::from_column_major_slice(&w, d, r),
         BlockStructure::Rectangular,
         1.0,
         par,
     );
-    m
+    Ok(m)
 }
 
 /// Eigenvalues (ascending) of a symmetric matrix given by its lower triangle:
 /// [`tridiag::tridiagonalize`], then faer's implicit QR on the tridiagonal.
+#[cfg(test)]
 fn symmetric_eigenvalues(m: MatRef<'_, f64>) -> Result<Vec<f64>, StatsError> {
     let n = m.nrows();
-    let mut a = Vec::new();
-    if a.try_reserve_exact(n * n).is_err() {
-        return err(format!("cannot allocate a {n} x {n} matrix"));
-    }
+    let mut a = Vec::with_capacity(n * n);
     for j in 0..n {
         a.extend(m.col(j).iter().copied());
     }
+    symmetric_eigenvalues_in_place(a, n)
+}
+
+/// The same for an n × n contiguous column-major buffer, overwritten.
+fn symmetric_eigenvalues_in_place(mut a: Vec<f64>, n: usize) -> Result<Vec<f64>, StatsError> {
     let (diag, offdiag) = tridiag::tridiagonalize(&mut a, n);
+    drop(a);
     tridiagonal_eigenvalues(&diag, &offdiag)
 }
 
@@ -768,7 +798,7 @@ mod tridiag {
     use super::*;
 
     /// Bandwidth of the intermediate band matrix (stage 1 panel width).
-    pub(super) const BAND: usize = 48;
+    pub(super) const BAND: usize = 32;
 
     /// Reduce the symmetric n × n matrix `a` (column-major, leading dimension
     /// n, lower triangle referenced; overwritten) to tridiagonal form.
@@ -1135,8 +1165,8 @@ mod tridiag {
 /// Σ √λ over the eigenvalues of the symmetric positive semidefinite M,
 /// treating rounding-level negative eigenvalues as 0. `blame` names the
 /// input that must be at fault when M is clearly indefinite.
-fn trace_sqrt_psd(m: MatRef<'_, f64>, blame: &str) -> Result<f64, StatsError> {
-    let ev = symmetric_eigenvalues(m)?;
+fn trace_sqrt_psd(m: Vec<f64>, n: usize, blame: &str) -> Result<f64, StatsError> {
+    let ev = symmetric_eigenvalues_in_place(m, n)?;
     let (Some(&lo), Some(&hi)) = (ev.first(), ev.last()) else {
         return Ok(0.0);
     };
@@ -1154,20 +1184,22 @@ fn trace_sqrt_psd(m: MatRef<'_, f64>, blame: &str) -> Result<f64, StatsError> {
 }
 
 fn trace_sqrt_product(c1: &Cov, c2: &Cov) -> Result<(f64, TraceSqrtMethod), StatsError> {
-    if let Some(l) = cholesky(c1) {
-        let m = congruence(l.as_ref(), c2.mat.as_ref(), true);
-        return Ok((trace_sqrt_psd(m.as_ref(), c2.name)?, TraceSqrtMethod::CholeskySigma1));
-    }
-    if let Some(l) = cholesky(c2) {
-        let m = congruence(l.as_ref(), c1.mat.as_ref(), true);
-        return Ok((trace_sqrt_psd(m.as_ref(), c1.name)?, TraceSqrtMethod::CholeskySigma2));
+    let d = c1.d;
+    for (first, second, method) in
+        [(c1, c2, TraceSqrtMethod::CholeskySigma1), (c2, c1, TraceSqrtMethod::CholeskySigma2)]
+    {
+        if let Some(l) = cholesky(first) {
+            let m = congruence(MatRef::from_column_major_slice(&l, d, d), second.mat(), true)?;
+            drop(l);
+            return Ok((trace_sqrt_psd(m, d, second.name)?, method));
+        }
     }
     let s1 = pivoted_factor(c1)?;
     let s2 = pivoted_factor(c2)?;
     let (s, other) = if s1.ncols() <= s2.ncols() { (s1, c2) } else { (s2, c1) };
     let rank = s.ncols();
-    let m = congruence(s.as_ref(), other.mat.as_ref(), false);
-    Ok((trace_sqrt_psd(m.as_ref(), other.name)?, TraceSqrtMethod::PivotedCholesky { rank }))
+    let m = congruence(s.as_ref(), other.mat(), false)?;
+    Ok((trace_sqrt_psd(m, rank, other.name)?, TraceSqrtMethod::PivotedCholesky { rank }))
 }
 
 /// The Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2), with its parts.
@@ -1180,19 +1212,29 @@ pub fn frechet_distance_detailed(
     mu2: &[f64],
     sigma2: &[f64],
 ) -> Result<Frechet, StatsError> {
+    frechet_distance_owned(mu1, sigma1.to_vec(), mu2, sigma2.to_vec())
+}
+
+/// [`frechet_distance_detailed`] taking the covariances by value: they are
+/// symmetrised and used in place (saves two d × d copies).
+pub fn frechet_distance_owned(
+    mu1: &[f64],
+    sigma1: Vec<f64>,
+    mu2: &[f64],
+    sigma2: Vec<f64>,
+) -> Result<Frechet, StatsError> {
     let d = mu1.len();
     if d == 0 {
         return err("mu1 is empty: the features need at least one dimension");
     }
     check_vector("mu1", mu1, d)?;
     check_vector("mu2", mu2, d)?;
-    let c1 = check_covariance("sigma1", sigma1, d)?;
-    let c2 = check_covariance("sigma2", sigma2, d)?;
+    let (c1, c2) =
+        rayon::join(|| check_covariance("sigma1", sigma1, d), || check_covariance("sigma2", sigma2, d));
+    let (c1, c2) = (c1?, c2?);
     let mean_term: f64 = mu1.iter().zip(mu2).map(|(a, b)| (a - b) * (a - b)).sum();
-    let tr1: f64 = (0..d).map(|i| c1.mat[(i, i)]).sum();
-    let tr2: f64 = (0..d).map(|i| c2.mat[(i, i)]).sum();
     let (trace_sqrt, method) = trace_sqrt_product(&c1, &c2)?;
-    let distance = (mean_term + tr1 + tr2 - 2.0 * trace_sqrt).max(0.0);
+    let distance = (mean_term + c1.trace() + c2.trace() - 2.0 * trace_sqrt).max(0.0);
     Ok(Frechet { distance, mean_term, trace_sqrt, method })
 }
 
@@ -1334,11 +1376,11 @@ mod tests {
         let (mu3, s3) = random_cov(&mut rng, 200, d, 0.5);
         let g = frechet_distance_detailed(&mu1, &s1, &mu3, &s3).unwrap();
         assert_eq!(g.method, TraceSqrtMethod::CholeskySigma2);
-        let c1 = check_covariance("sigma1", &s1, d).unwrap();
-        let c3 = check_covariance("sigma2", &s3, d).unwrap();
+        let c1 = check_covariance("sigma1", s1.clone(), d).unwrap();
+        let c3 = check_covariance("sigma2", s3.clone(), d).unwrap();
         let sf = pivoted_factor(&c1).unwrap();
-        let m = congruence(sf.as_ref(), c3.mat.as_ref(), false);
-        let via_pivoted = trace_sqrt_psd(m.as_ref(), "sigma2").unwrap();
+        let m = congruence(sf.as_ref(), c3.mat(), false).unwrap();
+        let via_pivoted = trace_sqrt_psd(m, sf.ncols(), "sigma2").unwrap();
         assert!(
             (via_pivoted - g.trace_sqrt).abs() < 1e-9 * g.trace_sqrt,
             "{via_pivoted} vs {}",
@@ -1356,7 +1398,7 @@ mod tests {
         let mut rng = Rng(5);
         let d = 15;
         let (_, s) = random_cov(&mut rng, 6, d, 0.0);
-        let c = check_covariance("sigma1", &s, d).unwrap();
+        let c = check_covariance("sigma1", s.clone(), d).unwrap();
         let f = pivoted_factor(&c).unwrap();
         assert_eq!(f.ncols(), 5);
         let mut rec = vec![0.0; d * d];

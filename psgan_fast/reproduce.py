@@ -420,9 +420,13 @@ def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
     from psgan_fast import checkpoint as ckpt_mod
 
     ck = ckpt_mod.latest(run_dir)
+    from psgan_fast.metrics.evaluation import CACHE_VERSION
+
+    # The extractor's definition version is part of the key: features computed
+    # under an older definition (same weights) must not be reused.
     key = {"checkpoint": ck.name, "feature_extractor": ctx["extractor"]["name"],
-           "weights_sha256": ctx["extractor"]["weights_sha256"], "num_samples": int(plan["schedule"]["final_samples"]),
-           "seed": seed}
+           "weights_sha256": ctx["extractor"]["weights_sha256"], "extractor_version": CACHE_VERSION,
+           "num_samples": int(plan["schedule"]["final_samples"]), "seed": seed}
     cache = run_dir / "final_eval.json"
     doc = _read_json(cache)
     if doc is not None and doc.get("key") == key:
@@ -455,8 +459,10 @@ def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
 
 
 def reference_eval(out: Path, plan: dict, ctx: dict) -> Optional[dict]:
+    from psgan_fast.metrics.evaluation import CACHE_VERSION
+
     key = {"feature_extractor": ctx["extractor"]["name"], "weights_sha256": ctx["extractor"]["weights_sha256"],
-           "num_samples": int(plan["schedule"]["final_samples"])}
+           "extractor_version": CACHE_VERSION, "num_samples": int(plan["schedule"]["final_samples"])}
     path = out / "reference_eval.json"
     doc = _read_json(path)
     if doc is not None and doc.get("key") == key:

@@ -432,8 +432,16 @@ class Trainer:
                 return x
 
         gens = [_FullRes(TrainedGenerator(self.recipe, k)) for k in range(self.recipe.num_generators)]
+        if getattr(self, "_eval_real", None) is None:
+            # The run's own training split is the reference (a Fashion-MNIST
+            # run is scored against Fashion-MNIST, not MNIST); its statistics
+            # are cached on disk, keyed by the images' hash.
+            from psgan_fast.metrics.evaluation import default_real_images, real_reference
+
+            images, source = default_real_images(self.cfg.dataset, "train", self.cfg.data_dir)
+            self._eval_real = real_reference(images, source=source, device=self.device)
         with torch.random.fork_rng(devices=[]):
-            res = evaluate_for_training(gens, int(self.cfg.extra.get("eval_samples", 2000)),
+            res = evaluate_for_training(gens, int(self.cfg.extra.get("eval_samples", 2000)), real=self._eval_real,
                                         seed=self.cfg.seed, device=self.device)
         res.update({"kind": "eval", "epoch": epoch, "step": self.step, "train_seconds": self.train_seconds,
                     "wall_seconds": time.perf_counter() - self._t_start})

@@ -207,8 +207,20 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
     assert _snapshot(out) == done
     after = json.loads((out / "runs" / "psgan-g2-s0" / "final_eval.json").read_text())["result"]
     assert after["fid"] == pytest.approx(before["fid"], rel=1e-6)
+    # ... and so is one made under an older extractor definition (same weights).
+    for cache in (out / "runs" / "psgan-g2-s0" / "final_eval.json", out / "reference_eval.json"):
+        doc = json.loads(cache.read_text())
+        assert doc["key"]["extractor_version"] >= 2
+        doc["key"]["extractor_version"] = 1
+        doc["result"]["fid"] = 12345.678
+        cache.write_text(json.dumps(doc))
+    assert rp.main(["--out", str(out)]) == 0
+    again = json.loads((out / "runs" / "psgan-g2-s0" / "final_eval.json").read_text())["result"]
+    assert again["fid"] == pytest.approx(before["fid"], rel=1e-6)
+    assert json.loads((out / "reference_eval.json").read_text())["result"]["fid"] != 12345.678
+    assert "12345.6" not in (out / "REPORT.md").read_text()
     progress = json.loads((out / "progress.json").read_text())
-    assert [i["status"] for i in progress["invocations"]] == ["stopped", "done", "done"]
+    assert [i["status"] for i in progress["invocations"]] == ["stopped", "done", "done", "done"]
 
     # 4. Flags that conflict with the plan are refused.
     capsys.readouterr()

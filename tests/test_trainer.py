@@ -218,3 +218,38 @@ def test_sigkill_at_a_random_moment_then_resume_is_bitwise_exact(tmp_path, mnist
     assert a.keys() == b.keys()
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"resumed weights differ in {diff[:5]}"
+
+
+def test_eval_every_scores_against_the_runs_own_training_images(tmp_path, monkeypatch):
+    """--eval-every uses the run's training split as the real reference (a
+    Fashion-MNIST or custom run is not scored against MNIST)."""
+    import struct
+
+    import numpy as np
+
+    import psgan_fast.metrics as metrics_mod
+    from psgan_fast.metrics.evaluation import images_sha256, to_uint8_images
+
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(256, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=256, dtype=np.uint8)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 256, 28, 28) + imgs.tobytes())
+    (data / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 256) + labels.tobytes())
+    seen = []
+
+    def fake_eval(gens, n, *, real=None, seed=0, device="cpu", **kw):
+        seen.append(real)
+        return {"fid": 1.0, "is": 1.0, "is_std": 0.0}
+
+    monkeypatch.setattr(metrics_mod, "evaluate_for_training", fake_eval)
+    monkeypatch.setenv("PSGAN_FAST_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(dataset=str(data), epochs=2, stage_epochs=(1, 0, 1), limit_batches=2, eval_every=1,
+                      out=str(tmp_path / "run"), progress=False)
+    psgan_fast.train(cfg)
+    assert len(seen) == 2
+    expected = images_sha256(to_uint8_images(imgs))
+    assert all(r is not None and r.data_sha256 == expected for r in seen)
+    assert seen[0] is seen[1]  # computed once per run
+    assert [r["fid"] for r in records(tmp_path / "run", "eval")] == [1.0, 1.0]

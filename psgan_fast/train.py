@@ -62,12 +62,25 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where the help does not already say what
+    the default is and the default is a value (not None or a store_true's
+    False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default is None or action.default is argparse.SUPPRESS
+                or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m psgan_fast.train",
         description="Train PS-GAN (N parallel generators, stepwise stages) or a baseline.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     a = p.add_argument
     a("--model", choices=MODELS, default=d.model, help="training method")
@@ -76,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--stage-epochs", type=_int_list, default=None,
       help="epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: 20%%/30%%/50%% of --epochs)")
     a("--alpha", type=_float, default=d.alpha, help="Algorithm 1 mixing weight at stage switches")
-    a("--batch-size", type=_positive_int, default=d.batch_size)
+    a("--batch-size", type=_positive_int, default=d.batch_size, help="images per batch (the paper: 64)")
     a("--lr", type=_float, default=None, help="learning rate (default: the model's published value)")
     a("--betas", type=_betas, default=None, help="Adam betas, e.g. 0.5,0.999 (default: the model's)")
     a("--loss", choices=LOSSES, default=d.loss, help="ps: Algorithm 2; bce: non-saturating BCE (ablation)")
@@ -84,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--precision", choices=PRECISIONS, default=d.precision, help="bf16 autocast or plain fp32")
     a("--compile", action=argparse.BooleanOptionalAction, default=None,
       help="torch.compile the networks (default: on for CUDA, off for CPU)")
-    a("--device", choices=DEVICES, default=d.device)
-    a("--seed", type=_nonneg_int, default=d.seed)
+    a("--device", choices=DEVICES, default=d.device, help="auto: CUDA when available, else the CPU")
+    a("--seed", type=_nonneg_int, default=d.seed, help="seeds the networks, the noise and the data order")
     a("--dataset", default=d.dataset, help="mnist, fashion-mnist, or a folder with an IDX image/label pair")
     a("--data-dir", default=None, help="folder holding the data set's files")
     a("--out", default=None, help="run directory (default: runs/<model>-g<N>-<time>)")

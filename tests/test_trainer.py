@@ -253,3 +253,13 @@ def test_eval_every_scores_against_the_runs_own_training_images(tmp_path, monkey
     assert all(r is not None and r.data_sha256 == expected for r in seen)
     assert seen[0] is seen[1]  # computed once per run
     assert [r["fid"] for r in records(tmp_path / "run", "eval")] == [1.0, 1.0]
+
+
+def test_cli_help_states_each_default_once():
+    from psgan_fast.train import build_parser
+
+    text = build_parser().format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text and "(default: True)" not in text
+    assert "(default: 64)" in text and "(default: psgan)" in text
+    flat = " ".join(text.split())
+    assert flat.count("default 2") == 1 and "(the paper: 64) (default: 64)" in flat

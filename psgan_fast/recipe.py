@@ -120,7 +120,36 @@ class Recipe(abc.ABC):
         """Extra JSON-able state (counters, fade-in alpha, stage index)."""
         return {}
 
+    @torch.no_grad()
+    def eval_images(self, g: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``g(*args, **kwargs)`` in eval mode (its mode restored after),
+        under bf16 autocast when the recipe trains in bf16 (``self.autocast``
+        on ``self.device``): float images clamped to [-1, 1], contiguous.
+        The building block of `generate` for every recipe."""
+        flag = g.training
+        g.eval()
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                return g(*args, **kwargs).float().clamp_(-1, 1).contiguous()
+        finally:
+            g.train(flag)
+
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what `state()` returned. Called after `begin_epoch` has
         rebuilt the networks for the checkpoint's epoch and before the
         module and optimiser tensors are loaded."""
+
+
+class SinglePairRecipe(Recipe):
+    """A recipe with one generator ``self.G`` and one discriminator
+    ``self.D``, trained by ``self.opt_g`` / ``self.opt_d`` (the baselines)."""
+
+    @property
+    def num_generators(self) -> int:
+        return 1
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G0": self.G, "D": self.D}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"G0": self.opt_g, "D": self.opt_d}

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from psgan_fast.config import TrainConfig
-from psgan_fast.recipe import Recipe, StepOutput
+from psgan_fast.recipe import SinglePairRecipe, StepOutput
 
 DEFAULT_LR = 1e-3
 DEFAULT_BETAS = (0.0, 0.99)
@@ -298,7 +298,7 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 # Recipe
 # ----------------------------------------------------------------------------------------------
 
-class ProGANRecipe(Recipe):
+class ProGANRecipe(SinglePairRecipe):
     name = "progan"
 
     def __init__(self, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
@@ -366,10 +366,6 @@ class ProGANRecipe(Recipe):
             opt.state.clear()
 
     # -- the contract ------------------------------------------------------
-    @property
-    def num_generators(self) -> int:
-        return 1
-
     @property
     def latent_dim(self) -> int:
         return self._latent
@@ -458,22 +454,9 @@ class ProGANRecipe(Recipe):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
-        was_training = self.G.training
-        self.G.eval()
-        try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                alpha = self.alpha
-                img = self.G(z.to(self.device), self._phase, self._alpha_t.fill_(alpha),
-                             fade=alpha < 1.0)
-            return [img.float().clamp_(-1, 1).contiguous()]
-        finally:
-            self.G.train(was_training)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G0": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G0": self.opt_g, "D": self.opt_d}
+        alpha = self.alpha
+        return [self.eval_images(self.G, z.to(self.device), self._phase, self._alpha_t.fill_(alpha),
+                                 fade=alpha < 1.0)]
 
     def state(self) -> dict[str, Any]:
         return {"phase": self._phase, "step_in_phase": self._step_in_phase,

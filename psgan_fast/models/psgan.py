@@ -198,14 +198,7 @@ class PSGANRecipe(Recipe):
 
     @torch.no_grad()
     def generate_one(self, z: torch.Tensor, k: int) -> torch.Tensor:
-        g = self._gens[k]
-        flag = g.training
-        try:
-            g.eval()
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                return g(z.to(self.device)).float().clamp_(-1, 1).contiguous()
-        finally:
-            g.train(flag)
+        return self.eval_images(self._gens[k], z.to(self.device))
 
     def modules(self) -> dict[str, nn.Module]:
         mods: dict[str, nn.Module] = {f"G{i}": g for i, g in enumerate(self._gens)}

@@ -50,7 +50,7 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels import spectral_norm as apply_spectral_norm
-from psgan_fast.recipe import Recipe, StepOutput
+from psgan_fast.recipe import SinglePairRecipe, StepOutput
 
 DEFAULT_LR = 2e-4
 DEFAULT_BETAS = (0.5, 0.999)
@@ -127,7 +127,7 @@ def add_spectral_norm(module: nn.Module, impl: str = "auto") -> nn.Module:
     return module
 
 
-class SNGANRecipe(Recipe):
+class SNGANRecipe(SinglePairRecipe):
     """SNGAN (``spectral_norm=True``) or the same GAN without it."""
 
     name = "sngan"
@@ -169,10 +169,6 @@ class SNGANRecipe(Recipe):
         self._begun = False
 
     # -- the contract ------------------------------------------------------
-    @property
-    def num_generators(self) -> int:
-        return 1
-
     @property
     def latent_dim(self) -> int:
         return self._latent
@@ -229,20 +225,7 @@ class SNGANRecipe(Recipe):
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
-        was_training = self.G.training
-        self.G.eval()
-        try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                img = self.G(z.to(self.device))
-            return [img.float().clamp_(-1, 1).contiguous()]
-        finally:
-            self.G.train(was_training)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"G0": self.G, "D": self.D}
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"G0": self.opt_g, "D": self.opt_d}
+        return [self.eval_images(self.G, z.to(self.device))]
 
     def state(self) -> dict[str, Any]:
         return {"steps": self._steps}

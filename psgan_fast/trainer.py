@@ -397,7 +397,9 @@ class Trainer:
         record["train_seconds"] = self.train_seconds
         self._log(record)
         self.epoch_records.append(record)
-        title = f"{self.cfg.model} N={self.cfg.generators}"
+        title = f"{self.cfg.model} N={self.cfg.num_generators()}"
+        if self.cfg.model == "psgan" and self.cfg.loss != "ps":
+            title += f", {self.cfg.loss} loss"
         last = epoch + 1 == self.cfg.epochs
         if self.is_main:
             save_loss_plot(self.run_dir / "losses.png", self.epoch_records, title)

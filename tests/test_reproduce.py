@@ -199,6 +199,12 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
         assert (out / link).stat().st_size > 1000, link
     for fig in range(4, 10):
         assert f"**Figure {fig}**" in report
+    # D's share of right calls under Algorithm 2, from each PS-GAN run's log
+    d_para = report.split("**The discriminator under Algorithm 2.**")[1].split("\n")[0]
+    assert "(chance 50%)" in d_para and "(chance 33%)" in d_para and "(chance 25%)" in d_para
+    g2_log = [json.loads(l) for l in (out / "runs" / "psgan-g2-s0" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in g2_log if r["kind"] == "epoch"][-1]["case_real"]
+    assert f"PS-GAN (2 gens) {100 * last:.1f}% (chance 33%)" in d_para
 
     # 3. A lost evaluation cache is recomputed; nothing is retrained.
     before = json.loads((out / "runs" / "psgan-g2-s0" / "final_eval.json").read_text())["result"]

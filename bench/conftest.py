@@ -13,6 +13,11 @@
   `record_table_row(info)`; the terminal summary prints Table 3 / Table 4 /
   the efficiency table in Markdown (as `python -m psgan_fast.bench.report
   BENCH_JSON` does from the saved JSON).
+* bf16 on a CPU without fast bf16 (`psgan_fast.hardware.cpu_bf16_fast()`:
+  no AVX-512 / AVX512-BF16 / AMX) runs ~10x slower than fp32 through
+  reference kernels and would push the suite far past its time budget: every
+  case parametrized with precision "bf16" is skipped there, with that reason,
+  unless $PSGAN_BENCH_BF16=1.
 """
 
 from __future__ import annotations
@@ -49,6 +54,21 @@ def pytest_configure(config):
     n = bench_threads()
     os.environ.setdefault("OMP_NUM_THREADS", str(n))  # for subprocesses
     _RUNTIME.update(configure_cpu(n, malloc=os.environ.get("PSGAN_BENCH_MALLOC", "1") != "0"))
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    from psgan_fast.hardware import BF16_SLOW_NOTE, cpu_bf16_fast
+
+    if os.environ.get("PSGAN_BENCH_BF16") == "1" or torch.cuda.is_available() or cpu_bf16_fast() is not False:
+        return
+    why = BF16_SLOW_NOTE.split("; use")[0]
+    skip = pytest.mark.skip(reason=f"bf16 on this CPU: {why} (PSGAN_BENCH_BF16=1 runs it anyway)")
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("precision") == "bf16":
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):

@@ -39,6 +39,7 @@ from psgan_fast import distributed as dist_mod
 from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
 from psgan_fast.data import BatchStream, find_dataset, to_float
 from psgan_fast.fsutil import read_jsonl
+from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
 from psgan_fast.plots import save_loss_plot, save_sample_grids
 from psgan_fast.recipe import Recipe, StepOutput
@@ -467,6 +468,9 @@ class Trainer:
             (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.is_main:
             self._write_config()
+        slow_bf16 = bf16_warning(self.device.type, self.cfg.precision)
+        if slow_bf16:
+            self._message(slow_bf16)
         total = self.cfg.epochs * self.steps_per_epoch
         if self.cfg.max_steps:
             total = min(total, self.cfg.max_steps)

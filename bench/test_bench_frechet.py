@@ -1,7 +1,8 @@
 """FID statistics at Inception width (d = 2048) on this machine.
 
 * Fréchet distance, covariances given: psgan_fast's Rust core (Cholesky +
-  two-stage symmetric tridiagonalisation, DESIGN.md §4) against
+  two-stage symmetric tridiagonalisation, DESIGN.md §4; and the same core
+  with ``eigensolver="faer"``, the faer crate's own routine) against
   torch-fidelity's formula, ``numpy.linalg.eigvals(Σ1 Σ2)``, and
   pytorch-fid's ``scipy.linalg.sqrtm(Σ1 Σ2)``.
   Targets: >= 3x eigvals (aim 5x), >= 10x sqrtm.
@@ -54,6 +55,10 @@ def ours(g):
     return frechet_distance(*g)
 
 
+def ours_faer(g):
+    return frechet_distance(*g, eigensolver="faer")
+
+
 def eigvals(g):
     return frechet_distance_ref(*g, method="eigvals")
 
@@ -96,6 +101,14 @@ def test_frechet_psgan_fast(benchmark, gaussians):
            higher_is_better=False)
 
 
+def test_frechet_psgan_fast_faer_eigensolver(benchmark, gaussians):
+    """The same core with the faer crate's own symmetric eigensolver."""
+    val = benchmark.pedantic(ours_faer, args=(gaussians,), rounds=3, iterations=1, warmup_rounds=1)
+    assert val == pytest.approx(ours(gaussians), rel=1e-10)
+    report(GROUP, "psgan_fast, eigensolver='faer'", 1e3 * benchmark.stats.stats.median, "ms",
+           higher_is_better=False)
+
+
 def test_frechet_torch_fidelity_eigvals(benchmark, gaussians):
     benchmark.pedantic(eigvals, args=(gaussians,), rounds=2, iterations=1, warmup_rounds=0)
     report(GROUP, "torch-fidelity: numpy.linalg.eigvals(S1 S2)", 1e3 * benchmark.stats.stats.median, "ms",
@@ -129,6 +142,8 @@ def test_speedups_interleaved(benchmark, gaussians, features):
     def measure():
         f, s = interleaved(ours, eigvals, gaussians, rounds=3)
         results["eigvals"] = s / f
+        f, s = interleaved(ours_faer, eigvals, gaussians, rounds=2)
+        results["eigvals_faer"] = s / f
         f, s = interleaved(ours, sqrtm, gaussians, rounds=1)
         results["sqrtm"] = s / f
         f, s = interleaved(feature_stats, numpy_cov, features, rounds=3)
@@ -138,6 +153,7 @@ def test_speedups_interleaved(benchmark, gaussians, features):
     benchmark.extra_info.update({f"speedup_vs_{k}": v for k, v in results.items()})
     speed = "speed-ups (interleaved rounds, medians)"
     report(speed, "Frechet vs numpy.linalg.eigvals (>= 3)", results["eigvals"], "x")
+    report(speed, "Frechet (eigensolver='faer') vs eigvals", results["eigvals_faer"], "x")
     report(speed, "Frechet vs scipy.linalg.sqrtm (>= 10)", results["sqrtm"], "x")
     report(speed, "FeatureStats vs numpy.cov (>= 1)", results["cov"], "x")
     assert results["eigvals"] >= 3.0, results

@@ -62,6 +62,27 @@ def test_matches_torch_fidelity_at_inception_width():
     assert rel(ours, theirs) <= 1e-6
 
 
+@pytest.mark.parametrize("d,n1,n2", [(64, 300, 250), (256, 1100, 900), (64, 20, 300), (200, 50, 150)])
+def test_faer_eigensolver_agrees_with_the_default_and_the_oracles(d, n1, n2):
+    """eigensolver="faer" (the faer crate's self_adjoint_eigenvalues) on
+    every factorisation path gives the default's distance."""
+    mu1, s1, mu2, s2 = gaussian_pair(d, n1, n2, seed=7 * d + n1)
+    default = frechet_distance_details(mu1, s1, mu2, s2)
+    faer = frechet_distance_details(mu1, s1, mu2, s2, eigensolver="faer")
+    assert (default["eigensolver"], faer["eigensolver"]) == ("two-stage", "faer")
+    assert faer["method"] == default["method"]
+    assert rel(faer["trace_sqrt"], default["trace_sqrt"]) <= 1e-11
+    assert frechet_distance(mu1, s1, mu2, s2, eigensolver="faer") == faer["distance"]
+    tol = 1e-6 if default["method"] == "cholesky-sigma1" else 1e-4
+    assert rel(faer["distance"], frechet_distance_ref(mu1, s1, mu2, s2, "eigvals")) <= tol
+
+
+def test_unknown_eigensolver_is_a_clear_error():
+    mu1, s1, mu2, s2 = gaussian_pair(4, 40, 40, seed=3)
+    with pytest.raises(ValueError, match="eigensolver must be 'two-stage' or 'faer', got \"lapack\""):
+        frechet_distance(mu1, s1, mu2, s2, eigensolver="lapack")
+
+
 @pytest.mark.parametrize("d,n1,n2", [(32, 10, 20), (64, 20, 30), (200, 50, 150)])
 def test_rank_deficient_covariances_fewer_samples_than_dimensions(d, n1, n2):
     mu1, s1, mu2, s2 = gaussian_pair(d, n1, n2, seed=d + n1)

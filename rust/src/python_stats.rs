@@ -172,41 +172,51 @@ fn copy_gaussians(
     Ok((m1, s1, m2, s2))
 }
 
-/// frechet_distance(mu1, sigma1, mu2, sigma2) -> float
+/// frechet_distance(mu1, sigma1, mu2, sigma2, eigensolver="two-stage") -> float
 ///
 /// ‖mu1 − mu2‖² + tr sigma1 + tr sigma2 − 2 tr √(sigma1 sigma2), with the
 /// trace of the square root taken from the eigenvalues of the symmetric
 /// Lᵀ sigma2 L, sigma1 = L Lᵀ (falling back to the Cholesky of sigma2, then
 /// to a rank-revealing pivoted Cholesky, when sigma1 is singular).
+/// eigensolver: "two-stage" (this crate's two-stage tridiagonalisation, the
+/// default) or "faer" (faer's self_adjoint_eigenvalues).
 /// Raises ValueError naming the input at fault for mismatched shapes,
-/// non-finite values, asymmetric or non-positive-semidefinite covariances.
+/// non-finite values, asymmetric or non-positive-semidefinite covariances,
+/// or an unknown eigensolver.
 #[pyfunction]
+#[pyo3(signature = (mu1, sigma1, mu2, sigma2, eigensolver = "two-stage"))]
 fn frechet_distance(
     py: Python<'_>,
     mu1: &Bound<'_, PyAny>,
     sigma1: &Bound<'_, PyAny>,
     mu2: &Bound<'_, PyAny>,
     sigma2: &Bound<'_, PyAny>,
+    eigensolver: &str,
 ) -> PyResult<f64> {
+    let solver = stats::Eigensolver::parse(eigensolver).map_err(value_err)?;
     let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    py.detach(|| stats::frechet_distance_owned(&m1, s1, &m2, s2)).map(|f| f.distance).map_err(value_err)
+    py.detach(|| stats::frechet_distance_with(&m1, s1, &m2, s2, solver)).map(|f| f.distance).map_err(value_err)
 }
 
-/// frechet_distance_details(mu1, sigma1, mu2, sigma2) -> dict
+/// frechet_distance_details(mu1, sigma1, mu2, sigma2, eigensolver="two-stage") -> dict
 ///
 /// The same computation, returning {"distance", "mean_term", "trace_sqrt",
-/// "method", "rank"} (method: "cholesky-sigma1", "cholesky-sigma2" or
-/// "pivoted-cholesky"; rank: the factor's rank for the latter, else None).
+/// "method", "rank", "eigensolver"} (method: "cholesky-sigma1",
+/// "cholesky-sigma2" or "pivoted-cholesky"; rank: the factor's rank for the
+/// latter, else None).
 #[pyfunction]
+#[pyo3(signature = (mu1, sigma1, mu2, sigma2, eigensolver = "two-stage"))]
 fn frechet_distance_details<'py>(
     py: Python<'py>,
     mu1: &Bound<'py, PyAny>,
     sigma1: &Bound<'py, PyAny>,
     mu2: &Bound<'py, PyAny>,
     sigma2: &Bound<'py, PyAny>,
+    eigensolver: &str,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    let solver = stats::Eigensolver::parse(eigensolver).map_err(value_err)?;
     let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    let f = py.detach(|| stats::frechet_distance_owned(&m1, s1, &m2, s2)).map_err(value_err)?;
+    let f = py.detach(|| stats::frechet_distance_with(&m1, s1, &m2, s2, solver)).map_err(value_err)?;
     let out = pyo3::types::PyDict::new(py);
     out.set_item("distance", f.distance)?;
     out.set_item("mean_term", f.mean_term)?;
@@ -217,6 +227,7 @@ fn frechet_distance_details<'py>(
         _ => None,
     };
     out.set_item("rank", rank)?;
+    out.set_item("eigensolver", f.eigensolver.name())?;
     Ok(out)
 }
 

@@ -300,10 +300,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="PS-GAN training throughput on the CPU")
     ap.add_argument("generators", nargs="*", type=int, default=[1, 2, 3])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (default both)")
     args = ap.parse_args()
+    precisions = [p for p in args.precision.split(",") if p]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        ap.error(f"--precision: choose from fp32, bf16 (comma-separated), got {args.precision!r}")
     torch.set_num_threads(args.threads)
     ns = args.generators
-    configs = [(n, prec, par, cl) for n in ns for prec in ("fp32", "bf16")
+    configs = [(n, prec, par, cl) for n in ns for prec in precisions
                for par in ("sequential", "fused") for cl in (False, True)
                if not (n == 1 and par == "fused")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, stage 2 (28x28)")

@@ -20,6 +20,7 @@ Conventions every recipe follows:
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,23 @@ class Recipe(abc.ABC):
 class SinglePairRecipe(Recipe):
     """A recipe with one generator ``self.G`` and one discriminator
     ``self.D``, trained by ``self.opt_g`` / ``self.opt_d`` (the baselines)."""
+
+    @staticmethod
+    def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """One optimiser step on `loss`: zero the gradients, backward, step."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @contextlib.contextmanager
+    def d_frozen(self):
+        """D's parameters take no gradient inside (the generator's update
+        backpropagates through D without accumulating into it)."""
+        self.D.requires_grad_(False)
+        try:
+            yield
+        finally:
+            self.D.requires_grad_(True)
 
     @property
     def num_generators(self) -> int:

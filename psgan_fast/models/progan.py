@@ -430,18 +430,11 @@ class ProGANRecipe(SinglePairRecipe):
             gp = gradient_penalty(critic, real, fake.detach().to(real.dtype), eps)
         drift = d_real.square().mean()
         d_loss = d_fake.mean() - d_real.mean() + GP_LAMBDA * gp + EPS_DRIFT * drift
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
+        self.update(self.opt_d, d_loss)
 
-        self.D.requires_grad_(False)
-        try:
+        with self.d_frozen():
             g_loss = -critic(fake).mean()
-            self.opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.opt_g.step()
-        finally:
-            self.D.requires_grad_(True)
+            self.update(self.opt_g, g_loss)
 
         self._steps += 1
         self._step_in_phase += 1

@@ -205,20 +205,13 @@ class SNGANRecipe(SinglePairRecipe):
             d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
         else:
             d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
+        self.update(self.opt_d, d_loss)
 
-        self.D.requires_grad_(False)
-        try:
+        with self.d_frozen():
             with torch.autocast(**amp):
                 g_logits = self.D(fake).float()
             g_loss = -g_logits.mean() if self.loss == "hinge" else F.softplus(-g_logits).mean()
-            self.opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.opt_g.step()
-        finally:
-            self.D.requires_grad_(True)
+            self.update(self.opt_g, g_loss)
         self._steps += 1
         return StepOutput(d_loss.detach(), g_loss.detach().reshape(1),
                           {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()})

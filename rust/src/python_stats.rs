@@ -193,9 +193,21 @@ fn frechet_distance(
     sigma2: &Bound<'_, PyAny>,
     eigensolver: &str,
 ) -> PyResult<f64> {
+    compute_frechet(py, mu1, sigma1, mu2, sigma2, eigensolver).map(|f| f.distance)
+}
+
+/// Validate and copy the inputs, then compute without the GIL.
+fn compute_frechet(
+    py: Python<'_>,
+    mu1: &Bound<'_, PyAny>,
+    sigma1: &Bound<'_, PyAny>,
+    mu2: &Bound<'_, PyAny>,
+    sigma2: &Bound<'_, PyAny>,
+    eigensolver: &str,
+) -> PyResult<stats::Frechet> {
     let solver = stats::Eigensolver::parse(eigensolver).map_err(value_err)?;
     let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    py.detach(|| stats::frechet_distance_with(&m1, s1, &m2, s2, solver)).map(|f| f.distance).map_err(value_err)
+    py.detach(|| stats::frechet_distance_with(&m1, s1, &m2, s2, solver)).map_err(value_err)
 }
 
 /// frechet_distance_details(mu1, sigma1, mu2, sigma2, eigensolver="two-stage") -> dict
@@ -214,9 +226,7 @@ fn frechet_distance_details<'py>(
     sigma2: &Bound<'py, PyAny>,
     eigensolver: &str,
 ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
-    let solver = stats::Eigensolver::parse(eigensolver).map_err(value_err)?;
-    let (m1, s1, m2, s2) = copy_gaussians(mu1, sigma1, mu2, sigma2)?;
-    let f = py.detach(|| stats::frechet_distance_with(&m1, s1, &m2, s2, solver)).map_err(value_err)?;
+    let f = compute_frechet(py, mu1, sigma1, mu2, sigma2, eigensolver)?;
     let out = pyo3::types::PyDict::new(py);
     out.set_item("distance", f.distance)?;
     out.set_item("mean_term", f.mean_term)?;

@@ -59,12 +59,11 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    from psgan_fast.hardware import BF16_SLOW_NOTE, cpu_bf16_fast
+    from psgan_fast.hardware import BF16_SLOW_REASON, cpu_bf16_fast
 
     if os.environ.get("PSGAN_BENCH_BF16") == "1" or torch.cuda.is_available() or cpu_bf16_fast() is not False:
         return
-    why = BF16_SLOW_NOTE.split("; use")[0]
-    skip = pytest.mark.skip(reason=f"bf16 on this CPU: {why} (PSGAN_BENCH_BF16=1 runs it anyway)")
+    skip = pytest.mark.skip(reason=f"bf16 on this CPU: {BF16_SLOW_REASON} (PSGAN_BENCH_BF16=1 runs it anyway)")
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if params.get("precision") == "bf16":

@@ -33,9 +33,10 @@ _X86_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "avx512bw"})
 # aarch64 "Features" line: the BF16 extension (BFDOT/BFMMLA).
 _ARM_BF16_FLAGS = frozenset({"bf16"})
 
-BF16_SLOW_NOTE = ("this CPU has no fast bf16 arithmetic (no AVX-512 / AVX512-BF16 / AMX): bf16 autocast falls "
-                  "back to reference kernels, measured ~10x slower than fp32 on an AVX2-only CPU; "
-                  "use --precision fp32")
+# Why bf16 is slow here (the benchmarks' skip reason), and the trainer's advice.
+BF16_SLOW_REASON = ("this CPU has no fast bf16 arithmetic (no AVX-512 / AVX512-BF16 / AMX): bf16 autocast falls "
+                    "back to reference kernels, measured ~10x slower than fp32 on an AVX2-only CPU")
+BF16_SLOW_NOTE = f"{BF16_SLOW_REASON}; use --precision fp32"
 
 
 def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:

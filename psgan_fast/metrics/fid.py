@@ -22,7 +22,6 @@ from psgan_fast import _core
 FeatureStats = _core.FeatureStats
 
 __all__ = [
-    "EIGENSOLVERS",
     "FeatureStats",
     "feature_statistics",
     "frechet_distance",
@@ -42,9 +41,6 @@ def _as_f64(x, name: str, ndim: int) -> np.ndarray:
     if a.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-d, got shape {a.shape}")
     return a
-
-
-EIGENSOLVERS = ("two-stage", "faer")
 
 
 def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, *,

@@ -7,6 +7,7 @@
 
 pub mod idx;
 pub mod stream;
+pub mod gram;
 pub mod stats;
 
 #[cfg(feature = "python")]

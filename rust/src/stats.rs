@@ -46,10 +46,19 @@
 //! second moments are formed (no cancellation when the mean is large next
 //! to the spread) and two accumulators merge exactly ([`FeatureStats::merge`]).
 //! Large batches are split over the threads, one shard each.
+//!
+//! On x86-64 with AVX2 and FMA, each shard's part of a batch is one group,
+//! added by `crate::gram`'s blocked kernel. The kernel converts and centres
+//! while it packs, and it takes the merge's rank-1 term as one more row,
+//! √(n_a n_b / n) δ, so a batch costs one pass over M2, not two. M2 is then
+//! kept in the kernel's tiled layout. Elsewhere, chunks of rows are
+//! transposed, centred and multiplied by faer, and M2 is dense. The tests
+//! run both paths against each other.
 
 use faer::dyn_stack::{MemBuffer, MemStack};
 use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
 use faer::{Accum, Mat, MatMut, MatRef, Par};
+use rayon::prelude::*;
 use std::fmt;
 
 /// What is wrong with the input, in words a caller can act on.
@@ -88,13 +97,41 @@ fn par() -> Par {
     Par::rayon(0)
 }
 
-fn try_zeroed(len: usize, what: &str) -> Result<Vec<f64>, StatsError> {
-    let mut v = Vec::new();
-    if v.try_reserve_exact(len).is_err() {
-        return err(format!("cannot allocate {len} float64 values for {what}"));
+/// Tests set this to run `FeatureStats` through the faer fallback (the path
+/// taken on CPUs without AVX2 + FMA) on a CPU that has them.
+#[cfg(test)]
+static FORCE_FAER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn force_faer() -> bool {
+    #[cfg(test)]
+    {
+        FORCE_FAER.load(std::sync::atomic::Ordering::Relaxed)
     }
-    v.resize(len, 0.0);
-    Ok(v)
+    #[cfg(not(test))]
+    {
+        false
+    }
+}
+
+fn try_zeroed(len: usize, what: &str) -> Result<Vec<f64>, StatsError> {
+    let fail = || err(format!("cannot allocate {len} float64 values for {what}"));
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let Ok(layout) = std::alloc::Layout::array::<f64>(len) else {
+        return fail();
+    };
+    // alloc_zeroed (calloc) rather than push zeros: large blocks come as
+    // fresh pages the kernel has already zeroed, so a 32 MiB accumulator
+    // is not written twice before its first use.
+    // SAFETY: the layout has non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f64;
+    if ptr.is_null() {
+        return fail();
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of
+    // `len` f64s, and all-zero bytes are the f64 value 0.0.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 // ---------------------------------------------------------------------------
@@ -118,34 +155,128 @@ pub struct FeatureStats {
     shards: Vec<Moments>,
 }
 
+/// How a shard stores M2's lower triangle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Layout {
+    /// d × d column-major (the faer path, CPUs without AVX2 + FMA).
+    Dense(usize),
+    /// `crate::gram`'s tiles (the AVX2 Gram kernel's path).
+    Tiled(crate::gram::Tiles),
+}
+
+impl Layout {
+    /// The layout this CPU's update path writes.
+    fn for_dim(d: usize) -> Layout {
+        if crate::gram::available() && !force_faer() {
+            Layout::Tiled(crate::gram::Tiles::new(d))
+        } else {
+            Layout::Dense(d)
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Layout::Dense(d) => d * d,
+            Layout::Tiled(t) => t.len(),
+        }
+    }
+
+    /// Offset of element (i, j), i ≥ j.
+    fn index(&self, i: usize, j: usize) -> usize {
+        match self {
+            Layout::Dense(d) => j * d + i,
+            Layout::Tiled(t) => t.index(i, j),
+        }
+    }
+
+    /// [`Layout::for_each_lower`] restricted to columns NR·q .. NR·(q + 1).
+    fn for_each_lower_in_block(&self, q: usize, mut f: impl FnMut(usize, usize, usize)) {
+        match self {
+            Layout::Dense(d) => {
+                for j in q * crate::gram::NR..((q + 1) * crate::gram::NR).min(*d) {
+                    for i in j..*d {
+                        f(i, j, j * d + i);
+                    }
+                }
+            }
+            Layout::Tiled(t) => t.for_each_lower_in_column(q, f),
+        }
+    }
+
+    /// Calls f(i, j, offset) for every i ≥ j, in memory order.
+    fn for_each_lower(&self, mut f: impl FnMut(usize, usize, usize)) {
+        match self {
+            Layout::Dense(d) => {
+                for j in 0..*d {
+                    for i in j..*d {
+                        f(i, j, j * d + i);
+                    }
+                }
+            }
+            Layout::Tiled(t) => t.for_each_lower(f),
+        }
+    }
+}
+
 /// Count, mean and M2 = Σ (x − mean)(x − mean)ᵀ of one group of samples.
 #[derive(Debug, Clone)]
 struct Moments {
     count: u64,
     mean: Vec<f64>,
-    /// Column-major d × d, lower triangle maintained; empty until first used.
+    /// The lower triangle, stored as `layout` says; empty until first used.
     m2: Vec<f64>,
+    layout: Layout,
+    /// The Gram kernel's packing buffers, reused from batch to batch.
+    scratch: crate::gram::Scratch,
 }
 
 impl Moments {
-    fn empty(d: usize) -> Moments {
-        Moments { count: 0, mean: vec![0.0; d], m2: Vec::new() }
+    fn empty(d: usize, layout: &Layout) -> Moments {
+        Moments { count: 0, mean: vec![0.0; d], m2: Vec::new(), layout: layout.clone(), scratch: Default::default() }
     }
 
     fn ensure_m2(&mut self, d: usize) -> Result<(), StatsError> {
         if self.m2.is_empty() {
-            self.m2 = try_zeroed(d * d, &format!("a {d} x {d} covariance accumulator"))?;
+            self.m2 = try_zeroed(self.layout.len(), &format!("a {d} x {d} covariance accumulator"))?;
         }
         Ok(())
     }
 
+    /// Add validated rows (row-major, `d` values each) whose column means
+    /// are `bmean`, as one group, through the AVX2 Gram kernel: the merge's
+    /// rank-1 term w δ δᵀ goes in as one more row, √w δ, of the product.
+    fn add_group_gram<T: Copy + Into<f64> + Sync>(&mut self, d: usize, data: &[T], bmean: &[f64], parallel: bool) -> Result<(), StatsError> {
+        let nb = (data.len() / d) as u64;
+        if nb == 0 {
+            return Ok(());
+        }
+        self.ensure_m2(d)?;
+        let (na, n) = (self.count, self.count + nb);
+        let delta: Vec<f64> = bmean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        let root_w = ((na as f64) * (nb as f64) / (n as f64)).sqrt();
+        let extra: Option<Vec<f64>> = (na > 0).then(|| delta.iter().map(|v| root_w * v).collect());
+        let Layout::Tiled(tiles) = &self.layout else {
+            return err("internal error: the Gram kernel needs the tiled layout");
+        };
+        crate::gram::syrk_centred(data, d, bmean, extra.as_deref(), &mut self.m2, tiles, &mut self.scratch, parallel);
+        let frac = nb as f64 / n as f64;
+        for (m, dl) in self.mean.iter_mut().zip(&delta) {
+            *m += frac * dl;
+        }
+        self.count = n;
+        Ok(())
+    }
+
     /// Add validated rows (row-major, `d` values each) chunk by chunk.
-    fn add_rows<T: Copy + Into<f64>>(&mut self, d: usize, data: &[T], par: Par) -> Result<(), StatsError> {
+    fn add_rows<T: Copy + Into<f64> + Sync>(&mut self, d: usize, data: &[T], par: Par) -> Result<(), StatsError> {
         let rows = data.len() / d;
         if rows == 0 {
             return Ok(());
         }
         self.ensure_m2(d)?;
+        if self.layout != Layout::Dense(d) {
+            return err("internal error: the faer path needs the dense layout");
+        }
         // Equal chunks of at most CHUNK_ROWS rows (no small leftover chunk).
         let chunk = rows.div_ceil(rows.div_ceil(CHUNK_ROWS));
         let mut buf = try_zeroed(chunk * d, "the batch scratch")?;
@@ -177,31 +308,29 @@ impl Moments {
                 1.0,
                 par,
             );
-            self.merge_group(d, nb as u64, &bmean, None);
+            self.merge_group(nb as u64, &bmean, None);
         }
         Ok(())
     }
 
     /// Fold the count and mean of a group of `nb` samples (whose own M2 is
-    /// `other_m2`, or already added to `self.m2` when None) into the state:
+    /// `other`'s, or already added to `self.m2` when None) into the state:
     /// M2 += δ δᵀ n_a n_b / n.
-    fn merge_group(&mut self, d: usize, nb: u64, bmean: &[f64], other_m2: Option<&[f64]>) {
+    fn merge_group(&mut self, nb: u64, bmean: &[f64], other: Option<&Moments>) {
         let na = self.count;
         let n = na + nb;
         let w = (na as f64) * (nb as f64) / (n as f64);
         let frac = nb as f64 / n as f64;
         let delta: Vec<f64> = bmean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
-        for (j, dj) in delta.iter().enumerate() {
-            let col = &mut self.m2[j * d..(j + 1) * d];
-            let wdj = w * dj;
-            for i in j..d {
-                col[i] += wdj * delta[i];
+        let Moments { m2, layout, .. } = self;
+        match other {
+            // The first group (w = 0) has nothing to add.
+            None if na == 0 => {}
+            None => layout.for_each_lower(|i, j, at| m2[at] += w * delta[j] * delta[i]),
+            Some(o) if o.layout == *layout => {
+                layout.for_each_lower(|i, j, at| m2[at] += w * delta[j] * delta[i] + o.m2[at])
             }
-            if let Some(o) = other_m2 {
-                for i in j..d {
-                    col[i] += o[j * d + i];
-                }
-            }
+            Some(o) => layout.for_each_lower(|i, j, at| m2[at] += w * delta[j] * delta[i] + o.m2[o.layout.index(i, j)]),
         }
         for (m, dl) in self.mean.iter_mut().zip(&delta) {
             *m += frac * dl;
@@ -218,9 +347,36 @@ impl Moments {
             return Ok(());
         }
         self.ensure_m2(d)?;
-        self.merge_group(d, other.count, &other.mean, Some(&other.m2));
+        self.merge_group(other.count, &other.mean, Some(other));
         Ok(())
     }
+}
+
+/// Column means of `rows` (row-major, `d` wide), summed in f64.
+fn column_means<T: Copy + Into<f64>>(rows: &[T], d: usize) -> Vec<f64> {
+    let mut sum = vec![0.0f64; d];
+    for row in rows.chunks_exact(d) {
+        for (m, x) in sum.iter_mut().zip(row) {
+            *m += (*x).into();
+        }
+    }
+    let inv = 1.0 / (rows.len() / d) as f64;
+    sum.iter_mut().for_each(|m| *m *= inv);
+    sum
+}
+
+/// An error naming the first non-finite value of `data`, found when one of
+/// the shards' column `means` is not finite; a batch without NaN or
+/// infinity that gets there has overflowed.
+fn check_finite<T: Copy + Into<f64>>(data: &[T], d: usize, means: &[Vec<f64>]) -> Result<(), StatsError> {
+    if means.iter().flatten().all(|m| m.is_finite()) {
+        return Ok(());
+    }
+    if let Some(pos) = data.iter().position(|v| !(*v).into().is_finite()) {
+        let v: f64 = data[pos].into();
+        return err(format!("batch has a non-finite value {v} at row {}, column {}", pos / d, pos % d));
+    }
+    err("batch values are too large: their sum overflows float64")
 }
 
 /// x (nb × d, column-major) = rows of `block` (nb × d, row-major) minus
@@ -252,7 +408,7 @@ impl FeatureStats {
             return err(format!("dim {dim} is too large: dim * dim overflows"));
         }
         let threads = rayon::current_num_threads().clamp(1, 8);
-        let mut shards = vec![Moments::empty(dim); threads];
+        let mut shards = vec![Moments::empty(dim, &Layout::for_dim(dim)); threads];
         shards[0].ensure_m2(dim)?; // fail early when even one accumulator does not fit
         Ok(FeatureStats { dim, shards })
     }
@@ -277,12 +433,50 @@ impl FeatureStats {
                 data.len()
             ));
         }
-        if let Some(pos) = data.iter().position(|v| !(*v).into().is_finite()) {
-            let v: f64 = data[pos].into();
-            return err(format!("batch has a non-finite value {v} at row {}, column {}", pos / d, pos % d));
-        }
         let rows = data.len() / d;
+        if rows == 0 {
+            return Ok(());
+        }
         let t = self.shards.len().min(rows / MIN_SHARD_ROWS).max(1);
+        let part = |k: usize| &data[(rows * k / t) * d..(rows * (k + 1) / t) * d];
+        // Column means of each shard's rows, in parallel; a non-finite mean
+        // is how a NaN or infinity shows itself, before any state changes.
+        let mut means: Vec<Vec<f64>> = vec![Vec::new(); t];
+        rayon::scope(|sc| {
+            for (k, m) in means.iter_mut().enumerate() {
+                let rows = part(k);
+                sc.spawn(move |_| *m = column_means(rows, d));
+            }
+        });
+        check_finite(data, d, &means)?;
+        if let Layout::Dense(_) = self.shards[0].layout {
+            return self.update_faer(data, t, part);
+        }
+        for shard in &mut self.shards[..t] {
+            shard.ensure_m2(d)?;
+        }
+        if t == 1 {
+            return self.shards[0].add_group_gram(d, data, &means[0], true);
+        }
+        let mut results: Vec<Result<(), StatsError>> = vec![Ok(()); t];
+        rayon::scope(|sc| {
+            for (k, ((shard, res), mean)) in self.shards[..t].iter_mut().zip(results.iter_mut()).zip(&means).enumerate() {
+                let rows = part(k);
+                sc.spawn(move |_| *res = shard.add_group_gram(d, rows, mean, false));
+            }
+        });
+        results.into_iter().collect()
+    }
+
+    /// The faer path (CPUs without AVX2 + FMA): chunks transposed and
+    /// centred, then faer's triangular product.
+    fn update_faer<'a, T: Copy + Into<f64> + Sync + 'a>(
+        &mut self,
+        data: &'a [T],
+        t: usize,
+        part: impl Fn(usize) -> &'a [T] + Sync,
+    ) -> Result<(), StatsError> {
+        let d = self.dim;
         if t == 1 {
             return self.shards[0].add_rows(d, data, par());
         }
@@ -292,8 +486,8 @@ impl FeatureStats {
         let mut results: Vec<Result<(), StatsError>> = vec![Ok(()); t];
         rayon::scope(|sc| {
             for (k, (shard, res)) in self.shards[..t].iter_mut().zip(results.iter_mut()).enumerate() {
-                let part = &data[(rows * k / t) * d..(rows * (k + 1) / t) * d];
-                sc.spawn(move |_| *res = shard.add_rows(d, part, Par::Seq));
+                let rows = part(k);
+                sc.spawn(move |_| *res = shard.add_rows(d, rows, Par::Seq));
             }
         });
         results.into_iter().collect()
@@ -334,33 +528,35 @@ impl FeatureStats {
             return err(format!("{count} sample(s) so far: the unbiased covariance needs at least 2"));
         }
         let mean = self.combined_mean();
-        let mut out = try_zeroed(d * d, "the covariance")?;
-        for shard in self.shards.iter().filter(|s| s.count > 0) {
-            let w = shard.count as f64;
-            let delta: Vec<f64> = shard.mean.iter().zip(&mean).map(|(a, b)| a - b).collect();
-            for j in 0..d {
-                let src = &shard.m2[j * d..(j + 1) * d];
-                let dst = &mut out[j * d..(j + 1) * d];
-                let wdj = w * delta[j];
-                for i in j..d {
-                    dst[i] += src[i] + wdj * delta[i];
-                }
-            }
-        }
+        let live: Vec<(&Moments, f64, Vec<f64>)> = self
+            .shards
+            .iter()
+            .filter(|s| s.count > 0)
+            .map(|s| (s, s.count as f64, s.mean.iter().zip(&mean).map(|(a, b)| a - b).collect()))
+            .collect();
+        let layout = &live[0].0.layout;
+        let same = live.iter().all(|(s, ..)| s.layout == *layout);
         let scale = 1.0 / (count - 1) as f64;
-        // Scale the lower triangle and mirror it, 32 x 32 tiles at a time.
-        const TILE: usize = 32;
-        for jb in (0..d).step_by(TILE) {
-            for ib in (jb..d).step_by(TILE) {
-                for j in jb..(jb + TILE).min(d) {
-                    for i in ib.max(j)..(ib + TILE).min(d) {
-                        let v = out[j * d + i] * scale;
-                        out[j * d + i] = v;
-                        out[i * d + j] = v;
-                    }
+        let mut out = try_zeroed(d * d, "the covariance")?;
+        let dst = crate::gram::SharedOut(out.as_mut_ptr());
+        // One pass, in parallel over blocks of NR columns: each element
+        // (i ≥ j) is summed over the shards, scaled, and written to both
+        // (i, j) and (j, i) by the one task that owns column block j / NR.
+        (0..d.div_ceil(crate::gram::NR)).into_par_iter().for_each(|q| {
+            layout.for_each_lower_in_block(q, |i, j, at| {
+                let mut v = 0.0;
+                for (s, w, delta) in &live {
+                    let a = if same { at } else { s.layout.index(i, j) };
+                    v += s.m2[a] + w * delta[j] * delta[i];
                 }
-            }
-        }
+                v *= scale;
+                // SAFETY: i, j < d, and only this task writes (i, j) and (j, i).
+                unsafe {
+                    *dst.get().add(j * d + i) = v;
+                    *dst.get().add(i * d + j) = v;
+                }
+            });
+        });
         Ok(out)
     }
 
@@ -1649,6 +1845,29 @@ mod tests {
     }
 
     #[test]
+    fn feature_stats_gram_kernel_and_faer_fallback_agree() {
+        // The AVX2 Gram kernel (crate::gram) against the faer path that CPUs
+        // without it take, on a ragged width and sharded and unsharded batches.
+        let mut rng = Rng(21);
+        let (n, d) = (4 * MIN_SHARD_ROWS + 300, 37);
+        let x: Vec<f32> = rng.matrix(n, d).iter().map(|v| (5.0 * v + 100.0) as f32).collect();
+        let run = |faer: bool| {
+            FORCE_FAER.store(faer, std::sync::atomic::Ordering::Relaxed);
+            let mut fs = FeatureStats::new(d).unwrap();
+            fs.update(&x[..100 * d]).unwrap();
+            fs.update(&x[100 * d..]).unwrap();
+            FORCE_FAER.store(false, std::sync::atomic::Ordering::Relaxed);
+            fs.covariance().unwrap()
+        };
+        let (faer, gram) = (run(true), run(false));
+        let xs: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let (_, want) = two_pass(&xs, d);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(max_abs_diff(&faer, &want) < 1e-12 * scale);
+        assert!(max_abs_diff(&gram, &want) < 1e-12 * scale);
+    }
+
+    #[test]
     fn feature_stats_merge_equals_one_stream() {
         let mut rng = Rng(13);
         let d = 6;
@@ -1689,6 +1908,9 @@ mod tests {
         let e = fs.update(&[1.0f64, 2.0, 3.0, f64::NAN]).unwrap_err().0;
         assert!(e.contains("non-finite value NaN at row 1, column 1"), "{e}");
         assert_eq!(fs.count(), 2, "a rejected batch leaves the state unchanged");
+        let e = fs.update(&[1e308f64, 1.0, 1e308, 1.0]).unwrap_err().0;
+        assert!(e.contains("sum overflows float64"), "{e}");
+        assert_eq!(fs.count(), 2);
         fs.update::<f32>(&[]).unwrap();
         assert_eq!(fs.count(), 2);
         let one = {

@@ -1078,7 +1078,7 @@ mod tridiag {
     /// a QR of the block below the band gives Q = I − V T Vᵀ, and the
     /// trailing matrix gets A ← A − Y Vᵀ − V Yᵀ with X = A V T,
     /// Y = X − ½ V (Tᵀ Vᵀ X): one symmetric product, one rank-2b update.
-    fn reduce_to_band(a: &mut [f64], n: usize, b: usize) {
+    pub(super) fn reduce_to_band(a: &mut [f64], n: usize, b: usize) {
         let par = par();
         let mut k = 0;
         while k + b + 1 < n {
@@ -1214,7 +1214,8 @@ mod tridiag {
 
     /// A symmetric band matrix, lower part, compact: column j holds rows
     /// j ..= j + 2b − 1 (the band of width b plus room for the bulges).
-    struct Band {
+    #[derive(Clone)]
+    pub(super) struct Band {
         n: usize,
         b: usize,
         ld: usize,
@@ -1222,7 +1223,7 @@ mod tridiag {
     }
 
     impl Band {
-        fn from_dense(a: &[f64], n: usize, b: usize) -> Band {
+        pub(super) fn from_dense(a: &[f64], n: usize, b: usize) -> Band {
             let ld = 2 * b;
             let mut data = vec![0.0; n * ld];
             for j in 0..n {
@@ -1232,7 +1233,7 @@ mod tridiag {
             Band { n, b, ld, data }
         }
 
-        fn tridiagonal(&self) -> (Vec<f64>, Vec<f64>) {
+        pub(super) fn tridiagonal(&self) -> (Vec<f64>, Vec<f64>) {
             let d = (0..self.n).map(|i| self.data[i * self.ld]).collect();
             let e = (0..self.n.saturating_sub(1)).map(|i| self.data[i * self.ld + 1]).collect();
             (d, e)
@@ -1246,68 +1247,164 @@ mod tridiag {
         /// each bulge lies inside the next sweep's blocks, so entries stay
         /// within 2b − 1 of the diagonal.
         fn chase_to_tridiagonal(&mut self) {
+            // Two threads pay once there is enough to chase (d = 2048: 0.2 s
+            // on one thread); below that, spawning costs more.
+            let threads = if self.n >= 256 { rayon::current_num_threads().min(2) } else { 1 };
+            self.chase_with(threads);
+        }
+
+        /// The chase on 1 thread, or pipelined over 2: the same operations
+        /// in the same order on every element either way.
+        pub(super) fn chase_with(&mut self, threads: usize) {
             let (n, b, ld) = (self.n, self.b, self.ld);
-            let data = &mut self.data;
-            let mut v = vec![0.0; b];
-            let mut w = vec![0.0; b];
-            let mut y = vec![0.0; b];
-            for s in 0..n.saturating_sub(2) {
-                let len = b.min(n - 1 - s);
-                if len < 2 {
-                    continue;
+            let sweeps = n.saturating_sub(2);
+            if threads < 2 {
+                let mut scratch = SweepScratch::new(b);
+                let data = self.data.as_mut_ptr();
+                for s in 0..sweeps {
+                    // SAFETY: one thread, and `data` holds n columns of ld.
+                    unsafe { sweep(data, n, b, ld, s, &mut scratch, |_| {}, |_| {}) };
                 }
-                let x = &mut data[s * ld + 1..s * ld + 1 + len];
-                let (beta, mut tau) = householder(x);
-                v[0] = 1.0;
-                v[1..len].copy_from_slice(&x[1..]);
-                x[0] = beta;
-                x[1..].fill(0.0);
-                let (mut r, mut l) = (s + 1, len);
-                loop {
-                    if tau != 0.0 {
-                        two_sided(data, ld, r, l, &v[..l], tau, &mut w[..l]);
-                    }
-                    let r2 = r + l;
-                    if r2 >= n {
-                        break;
-                    }
-                    let l2 = b.min(n - r2);
-                    // C = A[r2 .. r2 + l2, r .. r + l]; column q sits at (r + q) ld + (l − q).
-                    if tau != 0.0 {
-                        let y = &mut y[..l2];
-                        y.fill(0.0);
-                        for q in 0..l {
-                            let at = (r + q) * ld + l - q;
-                            axpy(v[q], &data[at..at + l2], y);
+                return;
+            }
+            // Pipelined: sweep s works on columns [r, r + b) at step t (r =
+            // s + 1 + t·b), so it may run step t once sweep s − 1 has
+            // finished step t + 1; sweep s − 1's step t + 2 and later touch
+            // columns past r + b. Even sweeps on one thread, odd on the other,
+            // each waiting on its predecessor's published step count.
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let done: Vec<AtomicUsize> = (0..sweeps).map(|_| AtomicUsize::new(0)).collect();
+            let data = crate::gram::SharedOut(self.data.as_mut_ptr());
+            let run = |parity: usize| {
+                let mut scratch = SweepScratch::new(b);
+                for s in (parity..sweeps).step_by(2) {
+                    let wait = |t: usize| {
+                        if s == 0 {
+                            return;
                         }
-                        for q in 0..l {
-                            let at = (r + q) * ld + l - q;
-                            axpy(-tau * v[q], y, &mut data[at..at + l2]);
+                        let mut spins = 0u32;
+                        while done[s - 1].load(Ordering::Acquire) < t + 2 {
+                            spins += 1;
+                            if spins < 1 << 12 {
+                                std::hint::spin_loop();
+                            } else {
+                                std::thread::yield_now(); // the other thread may be descheduled
+                            }
                         }
-                    }
-                    if l2 < 2 {
-                        break;
-                    }
-                    let at0 = r * ld + l;
-                    let c0 = &mut data[at0..at0 + l2];
-                    let (beta2, tau2) = householder(c0);
-                    v[0] = 1.0;
-                    v[1..l2].copy_from_slice(&c0[1..]);
-                    c0[0] = beta2;
-                    c0[1..].fill(0.0);
-                    if tau2 != 0.0 {
-                        for q in 1..l {
-                            let at = (r + q) * ld + l - q;
-                            let col = &mut data[at..at + l2];
-                            let sdot = dot(&v[..l2], col);
-                            axpy(-tau2 * sdot, &v[..l2], col);
-                        }
-                    }
-                    tau = tau2;
-                    r = r2;
-                    l = l2;
+                    };
+                    let publish = |t: usize| done[s].store(t, Ordering::Release);
+                    // SAFETY: the waits above keep the two threads on disjoint
+                    // columns (see the comment before `done`).
+                    unsafe { sweep(data.get(), n, b, ld, s, &mut scratch, wait, publish) };
+                    done[s].store(usize::MAX, Ordering::Release);
+                }
+            };
+            std::thread::scope(|sc| {
+                sc.spawn(|| run(1));
+                run(0);
+            });
+        }
+    }
+
+    /// The reflectors and products of one sweep.
+    struct SweepScratch {
+        v: Vec<f64>,
+        w: Vec<f64>,
+        y: Vec<f64>,
+    }
+
+    impl SweepScratch {
+        fn new(b: usize) -> SweepScratch {
+            SweepScratch { v: vec![0.0; b], w: vec![0.0; b], y: vec![0.0; b] }
+        }
+    }
+
+    /// Sweep s of the bulge chase: annihilate column s below its first
+    /// subdiagonal and chase the bulge off the end of the band. `wait(t)` is
+    /// called before step t touches columns s + 1 + t·b .. s + 1 + (t+1)·b
+    /// (step 0 also column s), `publish(t + 1)` after it.
+    ///
+    /// # Safety
+    /// `data` holds the band (n columns of `ld`), and no other thread
+    /// touches the columns of a step while it runs.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn sweep(
+        data: *mut f64,
+        n: usize,
+        b: usize,
+        ld: usize,
+        s: usize,
+        scratch: &mut SweepScratch,
+        wait: impl Fn(usize),
+        publish: impl Fn(usize),
+    ) {
+        let len = b.min(n - 1 - s);
+        if len < 2 {
+            return;
+        }
+        let SweepScratch { v, w, y } = scratch;
+        wait(0);
+        // Each step's columns, as a slice of their own: [r·ld, (r + l)·ld).
+        let cols = |r: usize, l: usize| std::slice::from_raw_parts_mut(data.add(r * ld), (l * ld).min((n - r) * ld));
+        let x = &mut std::slice::from_raw_parts_mut(data.add(s * ld), ld)[1..1 + len];
+        let (beta, mut tau) = householder(x);
+        v[0] = 1.0;
+        v[1..len].copy_from_slice(&x[1..]);
+        x[0] = beta;
+        x[1..].fill(0.0);
+        let (mut r, mut l) = (s + 1, len);
+        let mut t = 0;
+        loop {
+            if t > 0 {
+                wait(t);
+            }
+            // Columns r .. r + l, offsets relative to column r.
+            let data = cols(r, l);
+            if tau != 0.0 {
+                two_sided(data, ld, 0, l, &v[..l], tau, &mut w[..l]);
+            }
+            let r2 = r + l;
+            if r2 >= n {
+                publish(t + 1);
+                break;
+            }
+            let l2 = b.min(n - r2);
+            // C = A[r2 .. r2 + l2, r .. r + l]; column q sits at q ld + (l − q).
+            if tau != 0.0 {
+                let y = &mut y[..l2];
+                y.fill(0.0);
+                for q in 0..l {
+                    let at = q * ld + l - q;
+                    axpy(v[q], &data[at..at + l2], y);
+                }
+                for q in 0..l {
+                    let at = q * ld + l - q;
+                    axpy(-tau * v[q], y, &mut data[at..at + l2]);
                 }
             }
+            if l2 < 2 {
+                publish(t + 1);
+                break;
+            }
+            let c0 = &mut data[l..l + l2];
+            let (beta2, tau2) = householder(c0);
+            v[0] = 1.0;
+            v[1..l2].copy_from_slice(&c0[1..]);
+            c0[0] = beta2;
+            c0[1..].fill(0.0);
+            if tau2 != 0.0 {
+                for q in 1..l {
+                    let at = q * ld + l - q;
+                    let col = &mut data[at..at + l2];
+                    let sdot = dot(&v[..l2], col);
+                    axpy(-tau2 * sdot, &v[..l2], col);
+                }
+            }
+            publish(t + 1);
+            tau = tau2;
+            r = r2;
+            l = l2;
+            t += 1;
         }
     }
 
@@ -1719,6 +1816,23 @@ mod tests {
             let scale = theirs.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(&ours, &theirs);
             assert!(diff < 1e-12 * scale * (n as f64).sqrt(), "n = {n}: {diff:e}");
+        }
+    }
+
+    /// The pipelined two-thread bulge chase does exactly what the serial one
+    /// does, for wide and narrow bands (narrow: many short steps to hand over).
+    #[test]
+    fn pipelined_chase_equals_the_serial_one_bit_for_bit() {
+        let mut rng = Rng(33);
+        for (n, b) in [(5usize, 2usize), (257, 32), (300, 3), (513, 17)] {
+            let g = rng.matrix(n, n);
+            let mut a: Vec<f64> = (0..n * n).map(|k| g[k] + g[(k % n) * n + k / n]).collect();
+            tridiag::reduce_to_band(&mut a, n, b);
+            let mut serial = tridiag::Band::from_dense(&a, n, b);
+            let mut piped = serial.clone();
+            serial.chase_with(1);
+            piped.chase_with(2);
+            assert_eq!(serial.tridiagonal(), piped.tridiagonal(), "n = {n}, b = {b}");
         }
     }
 

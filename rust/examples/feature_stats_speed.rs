@@ -23,7 +23,8 @@ fn main() {
         std::hint::black_box(fs.covariance().unwrap());
         tf.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        _core::gram::syrk_centred(&x, d, &mean, None, &mut c, &tiles, &mut _core::gram::Scratch::default(), true);
+        let scratch = &mut _core::gram::Scratch::default();
+        _core::gram::syrk_centred(&x, d, &mean, None, &mut c, &tiles, scratch, true, Default::default());
         tg.push(t.elapsed().as_secs_f64());
     }
     println!("FeatureStats {:?}", tf.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>());

@@ -26,7 +26,8 @@ fn main() {
         let mut best = f64::MAX;
         for _ in 0..3 {
             let t = Instant::now();
-            _core::gram::syrk_blocked(&x, d, &mean, None, &mut c, &tiles, &mut scratch, par, kc, mc);
+            let blocking = _core::gram::Blocking { kc, mc };
+            _core::gram::syrk_centred(&x, d, &mean, None, &mut c, &tiles, &mut scratch, par, blocking);
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!("parallel={par} kc={kc} mc={mc}: {best:.3} s, {:.1} GF/s", (n * d * d) as f64 / best / 1e9);

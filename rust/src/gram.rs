@@ -11,9 +11,9 @@
 //! Its packing step also converts f32 → f64 and subtracts the mean, so the
 //! samples are read in their own layout and no transposed copy is made:
 //!
-//! * loop over blocks of `KC` samples; pack every feature of the block into
+//! * loop over blocks of `kc` samples; pack every feature of the block into
 //!   `NR`-wide panels (the "B" operand, shared read-only by all threads);
-//! * loop over blocks of `MC` features (rows of C, in parallel when asked);
+//! * loop over blocks of `mc` features (rows of C, in parallel when asked);
 //!   pack them into `MR`-wide panels (the "A" operand, kept in L2);
 //! * for each `NR`-column panel left of the block's last row, and each
 //!   `MR`-row panel that reaches the lower triangle, run one `MR × NR`
@@ -46,10 +46,21 @@ use std::arch::x86_64::*;
 pub const MR: usize = 8;
 /// Columns of the register tile (broadcast operands).
 pub const NR: usize = 6;
-/// Samples per block: a B micro-panel is KC · NR · 8 B = 12 KiB (L1).
-const KC: usize = 256;
-/// Features per A block: MC · KC · 8 B = 192 KiB (L2).
-const MC: usize = 96;
+/// The block sizes of [`syrk_centred`]; the default is the tuned one
+/// (`examples/gram_speed.rs` times others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Samples per block: a B micro-panel is kc · NR · 8 B (256: 12 KiB, L1).
+    pub kc: usize,
+    /// Features per A block, a multiple of MR: mc · kc · 8 B (96: 192 KiB, L2).
+    pub mc: usize,
+}
+
+impl Default for Blocking {
+    fn default() -> Blocking {
+        Blocking { kc: 256, mc: 96 }
+    }
+}
 
 /// Whether the AVX2 + FMA kernel can run on this CPU.
 pub fn available() -> bool {
@@ -161,25 +172,9 @@ pub fn syrk_centred<T: Copy + Into<f64> + Sync>(
     tiles: &Tiles,
     scratch: &mut Scratch,
     parallel: bool,
+    blocking: Blocking,
 ) {
-    syrk_blocked(rows, d, mean, extra, c, tiles, scratch, parallel, KC, MC)
-}
-
-/// [`syrk_centred`] with the block sizes given (for tuning; MC a multiple of MR).
-#[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
-pub fn syrk_blocked<T: Copy + Into<f64> + Sync>(
-    rows: &[T],
-    d: usize,
-    mean: &[f64],
-    extra: Option<&[f64]>,
-    c: &mut [f64],
-    tiles: &Tiles,
-    scratch: &mut Scratch,
-    parallel: bool,
-    kc_max: usize,
-    mc_max: usize,
-) {
+    let Blocking { kc: kc_max, mc: mc_max } = blocking;
     assert!(available(), "gram::syrk_centred needs AVX2 and FMA");
     assert!(d > 0 && rows.len() % d == 0 && mean.len() == d && tiles.d == d && c.len() == tiles.len());
     assert!(extra.is_none_or(|e| e.len() == d) && mc_max % MR == 0 && kc_max > 0);
@@ -187,7 +182,7 @@ pub fn syrk_blocked<T: Copy + Into<f64> + Sync>(
     if n == 0 && extra.is_none() {
         return;
     }
-    // Equal sample blocks of at most KC (no short leftover block); the
+    // Equal sample blocks of at most kc (no short leftover block); the
     // extra row rides along with the last block.
     let kc = n.div_ceil(n.div_ceil(kc_max).max(1)).max(1);
     let nq = d.div_ceil(NR);
@@ -208,19 +203,20 @@ pub fn syrk_blocked<T: Copy + Into<f64> + Sync>(
         k0 += kc;
         let extra = if k0 >= n { extra } else { None };
         let kt = k + extra.is_some() as usize;
+        let src = Source { slab, extra, d, mean };
         // 16 panels at a time: each sample's row is read in one run and
         // written to 16 panels, not to all d / NR at once (which
         // touched a page per panel per sample: 9% of the time at d = 2048).
         for g0 in (0..d).step_by(16 * NR) {
             let width = (16 * NR).min(nq * NR - g0);
-            pack_fast::<T, NR>(slab, extra, d, mean, g0, width, kt, &mut bpack[g0 * kt..(g0 + width) * kt]);
+            pack_fast::<T, NR>(src, g0, width, kt, &mut bpack[g0 * kt..(g0 + width) * kt]);
         }
         let bpack = &bpack[..];
         let run = |apack: &mut Vec<f64>, i0: usize| {
             let mc = mc_max.min(d - i0);
             let np = mc.div_ceil(MR);
             apack.resize(np * MR * kt, 0.0);
-            pack_fast::<T, MR>(slab, extra, d, mean, i0, np * MR, kt, apack);
+            pack_fast::<T, MR>(src, i0, np * MR, kt, apack);
             // SAFETY: blocks write disjoint row tiles (i0..i0 + mc) of C.
             unsafe { block(apack, bpack, kt, tiles, i0, mc, out) };
         };
@@ -268,21 +264,29 @@ impl SharedOut {
     }
 }
 
-/// Panels of width `W` over features f0 .. f0 + width (zero past d), `kt`
-/// samples long: the rows of `slab` minus μ, then `extra` if given:
-/// dst[(p · kt + s) · W + r] = x[s][f0 + p·W + r] − μ[f0 + p·W + r].
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn pack<T: Copy + Into<f64>, const W: usize>(
-    slab: &[T],
-    extra: Option<&[f64]>,
+/// What [`pack`] reads: a block of samples (row-major, `d` wide), the mean
+/// to subtract, and the optional extra row that follows them.
+struct Source<'a, T> {
+    slab: &'a [T],
+    extra: Option<&'a [f64]>,
     d: usize,
-    mean: &[f64],
-    f0: usize,
-    width: usize,
-    kt: usize,
-    dst: &mut [f64],
-) {
+    mean: &'a [f64],
+}
+
+impl<T> Clone for Source<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Source<'_, T> {}
+
+/// Panels of width `W` over features f0 .. f0 + width (zero past d), `kt`
+/// samples long: the rows of the slab minus μ, then the extra row if any:
+/// dst[(p · kt + s) · W + r] = x[s][f0 + p·W + r] − μ[f0 + p·W + r].
+#[inline(always)]
+fn pack<T: Copy + Into<f64>, const W: usize>(src: Source<'_, T>, f0: usize, width: usize, kt: usize, dst: &mut [f64]) {
+    let Source { slab, extra, d, mean } = src;
     let valid = width.min(d - f0);
     let (full, rest) = (valid / W, valid % W);
     let mu = &mean[f0..f0 + valid];
@@ -318,38 +322,18 @@ fn pack<T: Copy + Into<f64>, const W: usize>(
 
 /// [`pack`] compiled for AVX2 (4-wide conversions and subtractions where
 /// the default x86-64 target has 2-wide ones).
-#[allow(clippy::too_many_arguments)]
-fn pack_fast<T: Copy + Into<f64>, const W: usize>(
-    slab: &[T],
-    extra: Option<&[f64]>,
-    d: usize,
-    mean: &[f64],
-    f0: usize,
-    width: usize,
-    kt: usize,
-    dst: &mut [f64],
-) {
+fn pack_fast<T: Copy + Into<f64>, const W: usize>(src: Source<'_, T>, f0: usize, width: usize, kt: usize, dst: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn avx2<T: Copy + Into<f64>, const W: usize>(
-            slab: &[T],
-            extra: Option<&[f64]>,
-            d: usize,
-            mean: &[f64],
-            f0: usize,
-            width: usize,
-            kt: usize,
-            dst: &mut [f64],
-        ) {
-            pack::<T, W>(slab, extra, d, mean, f0, width, kt, dst)
+        unsafe fn avx2<T: Copy + Into<f64>, const W: usize>(src: Source<'_, T>, f0: usize, width: usize, kt: usize, dst: &mut [f64]) {
+            pack::<T, W>(src, f0, width, kt, dst)
         }
-        // SAFETY: only reached from `syrk_blocked`, which asserts `available()`.
-        unsafe { avx2::<T, W>(slab, extra, d, mean, f0, width, kt, dst) }
+        // SAFETY: only reached from `syrk_centred`, which asserts `available()`.
+        unsafe { avx2::<T, W>(src, f0, width, kt, dst) }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    pack::<T, W>(slab, extra, d, mean, f0, width, kt, dst)
+    pack::<T, W>(src, f0, width, kt, dst)
 }
 
 /// The tiles of rows i0 .. i0 + mc that reach the lower triangle.
@@ -363,7 +347,7 @@ unsafe fn block(apack: &[f64], bpack: &[f64], k: usize, tiles: &Tiles, i0: usize
         let b = &bpack[q * NR * k..(q + 1) * NR * k];
         for p in p0.max(Tiles::first_p(q))..=last_row / MR {
             let a = &apack[(p - p0) * MR * k..(p - p0 + 1) * MR * k];
-            // SAFETY: `available()` was checked by `syrk_blocked`; tile (p, q)
+            // SAFETY: `available()` was checked by `syrk_centred`; tile (p, q)
             // is stored (p ≥ first_p(q)) and lies inside the buffer.
             #[cfg(target_arch = "x86_64")]
             kernel_avx2(a.as_ptr(), b.as_ptr(), k, out.get().add(tiles.tile(p, q)));
@@ -381,32 +365,19 @@ unsafe fn kernel_avx2(a: *const f64, b: *const f64, k: usize, c: *mut f64) {
     for line in 0..MR * NR / 8 {
         _mm_prefetch::<_MM_HINT_T0>(c.add(8 * line) as *const i8);
     }
-    let z = _mm256_setzero_pd();
-    let (mut c00, mut c10, mut c01, mut c11, mut c02, mut c12) = (z, z, z, z, z, z);
-    let (mut c03, mut c13, mut c04, mut c14, mut c05, mut c15) = (z, z, z, z, z, z);
+    // acc[s] = the tile's column s, two vectors of four rows; constant
+    // indices throughout, so the twelve accumulators live in registers.
+    let mut acc = [[_mm256_setzero_pd(); 2]; NR];
     let (mut a, mut b) = (a, b);
     macro_rules! step {
         ($a:expr, $b:expr) => {{
-            let a0 = _mm256_loadu_pd($a);
-            let a1 = _mm256_loadu_pd($a.add(4));
-            let bb = _mm256_broadcast_sd(&*$b);
-            c00 = _mm256_fmadd_pd(a0, bb, c00);
-            c10 = _mm256_fmadd_pd(a1, bb, c10);
-            let bb = _mm256_broadcast_sd(&*$b.add(1));
-            c01 = _mm256_fmadd_pd(a0, bb, c01);
-            c11 = _mm256_fmadd_pd(a1, bb, c11);
-            let bb = _mm256_broadcast_sd(&*$b.add(2));
-            c02 = _mm256_fmadd_pd(a0, bb, c02);
-            c12 = _mm256_fmadd_pd(a1, bb, c12);
-            let bb = _mm256_broadcast_sd(&*$b.add(3));
-            c03 = _mm256_fmadd_pd(a0, bb, c03);
-            c13 = _mm256_fmadd_pd(a1, bb, c13);
-            let bb = _mm256_broadcast_sd(&*$b.add(4));
-            c04 = _mm256_fmadd_pd(a0, bb, c04);
-            c14 = _mm256_fmadd_pd(a1, bb, c14);
-            let bb = _mm256_broadcast_sd(&*$b.add(5));
-            c05 = _mm256_fmadd_pd(a0, bb, c05);
-            c15 = _mm256_fmadd_pd(a1, bb, c15);
+            let lo = _mm256_loadu_pd($a);
+            let hi = _mm256_loadu_pd($a.add(4));
+            for (s, col) in acc.iter_mut().enumerate() {
+                let bb = _mm256_broadcast_sd(&*$b.add(s));
+                col[0] = _mm256_fmadd_pd(lo, bb, col[0]);
+                col[1] = _mm256_fmadd_pd(hi, bb, col[1]);
+            }
         }};
     }
     // Four samples a trip: a quarter of the loop's own instructions.
@@ -423,10 +394,7 @@ unsafe fn kernel_avx2(a: *const f64, b: *const f64, k: usize, c: *mut f64) {
         a = a.add(MR);
         b = b.add(NR);
     }
-    for (s, (lo, hi)) in [(c00, c10), (c01, c11), (c02, c12), (c03, c13), (c04, c14), (c05, c15)]
-        .into_iter()
-        .enumerate()
-    {
+    for (s, [lo, hi]) in acc.into_iter().enumerate() {
         let col = c.add(s * MR);
         _mm256_storeu_pd(col, _mm256_add_pd(_mm256_loadu_pd(col), lo));
         _mm256_storeu_pd(col.add(4), _mm256_add_pd(_mm256_loadu_pd(col.add(4)), hi));
@@ -467,7 +435,7 @@ mod tests {
             eprintln!("skipped: no AVX2 + FMA");
             return;
         }
-        // d not a multiple of MR, NR or MC; n not a multiple of KC; n = 1.
+        // d not a multiple of MR, NR or mc; n not a multiple of kc; n = 1.
         for &(n, d) in &[(1, 1), (3, 5), (7, 13), (300, 97), (513, 200), (260, 8 * 6)] {
             let x = data(n, d, (n * 1000 + d) as u64);
             let mean: Vec<f64> = (0..d).map(|j| 0.1 * j as f64).collect();
@@ -476,8 +444,8 @@ mod tests {
             for parallel in [false, true] {
                 let mut got = vec![0.0; tiles.len()];
                 // Twice: the update adds to what is there.
-                syrk_centred(&x, d, &mean, None, &mut got, &tiles, &mut Scratch::default(), parallel);
-                syrk_centred(&x, d, &mean, None, &mut got, &tiles, &mut Scratch::default(), parallel);
+                syrk_centred(&x, d, &mean, None, &mut got, &tiles, &mut Scratch::default(), parallel, Blocking::default());
+                syrk_centred(&x, d, &mean, None, &mut got, &tiles, &mut Scratch::default(), parallel, Blocking::default());
                 for j in 0..d {
                     for i in j..d {
                         let (g, w) = (got[tiles.index(i, j)], 2.0 * want[j * d + i]);
@@ -504,7 +472,7 @@ mod tests {
             let tiles = Tiles::new(d);
             for parallel in [false, true] {
                 let mut got = vec![0.0; tiles.len()];
-                syrk_blocked(&x, d, &mean, Some(&e), &mut got, &tiles, &mut Scratch::default(), parallel, kc, 16);
+                syrk_centred(&x, d, &mean, Some(&e), &mut got, &tiles, &mut Scratch::default(), parallel, Blocking { kc, mc: 16 });
                 for j in 0..d {
                     for i in j..d {
                         let (g, w) = (got[tiles.index(i, j)], want[j * d + i]);
@@ -527,8 +495,8 @@ mod tests {
         let tiles = Tiles::new(d);
         let (mut a, mut b) = (vec![0.0; tiles.len()], vec![0.0; tiles.len()]);
         let mut scratch = Scratch::default();
-        syrk_centred(&x64, d, &mean, None, &mut a, &tiles, &mut scratch, false);
-        syrk_centred(&x32, d, &mean, None, &mut b, &tiles, &mut scratch, false);
+        syrk_centred(&x64, d, &mean, None, &mut a, &tiles, &mut scratch, false, Blocking::default());
+        syrk_centred(&x32, d, &mean, None, &mut b, &tiles, &mut scratch, false, Blocking::default());
         assert_eq!(a, b);
     }
 

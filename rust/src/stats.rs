@@ -258,7 +258,8 @@ impl Moments {
         let Layout::Tiled(tiles) = &self.layout else {
             return err("internal error: the Gram kernel needs the tiled layout");
         };
-        crate::gram::syrk_centred(data, d, bmean, extra.as_deref(), &mut self.m2, tiles, &mut self.scratch, parallel);
+        let blocking = crate::gram::Blocking::default();
+        crate::gram::syrk_centred(data, d, bmean, extra.as_deref(), &mut self.m2, tiles, &mut self.scratch, parallel, blocking);
         let frac = nb as f64 / n as f64;
         for (m, dl) in self.mean.iter_mut().zip(&delta) {
             *m += frac * dl;

@@ -1081,6 +1081,7 @@ mod tridiag {
     /// Y = X − ½ V (Tᵀ Vᵀ X): one symmetric product, one rank-2b update.
     pub(super) fn reduce_to_band(a: &mut [f64], n: usize, b: usize) {
         let par = par();
+        let mut gram_scratch = crate::gram::Scratch::default();
         let mut k = 0;
         while k + b + 1 < n {
             let r0 = k + b; // first row below the band in this panel
@@ -1188,7 +1189,23 @@ mod tridiag {
                 Par::Seq,
             );
             faer::linalg::matmul::matmul(x.as_mut(), Accum::Add, v.as_ref(), wm.as_ref(), -0.5, par);
-            // A22 −= [V Y] [Y V]ᵀ, lower triangle.
+            // A22 −= [V Y] [Y V]ᵀ, lower triangle: the Gram kernel's update
+            // where it runs (its operands m × 2b, stride m, one column after
+            // another), faer's triangular product elsewhere.
+            if crate::gram::available() {
+                let stack = |first: &Mat<f64>, second: &Mat<f64>| -> Vec<f64> {
+                    let mut out = Vec::with_capacity(2 * nb * m);
+                    for mat in [first, second] {
+                        (0..nb).for_each(|c| out.extend_from_slice(mat.col_as_slice(c)));
+                    }
+                    out
+                };
+                let (vy, yv) = (stack(&v, &x), stack(&x, &v));
+                let a22 = &mut a[r0 * n + r0..];
+                crate::gram::lower_update(&vy, &yv, m, -1.0, a22, n, &mut gram_scratch, true);
+                k += b;
+                continue;
+            }
             let mut vy = Mat::<f64>::zeros(m, 2 * nb);
             let mut yv = Mat::<f64>::zeros(m, 2 * nb);
             for c in 0..nb {

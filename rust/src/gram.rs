@@ -113,6 +113,11 @@ impl Tiles {
         q * NR / MR
     }
 
+    /// The matrix's dimension d.
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+
     /// Length of the buffer, in f64.
     pub fn len(&self) -> usize {
         self.start[self.start.len() - 1] * MR * NR
@@ -182,8 +187,8 @@ pub fn syrk_centred<T: Copy + Into<f64> + Sync>(
 ) {
     assert!(d > 0 && rows.len() % d == 0 && mean.len() == d && tiles.d == d && c.len() == tiles.len());
     assert!(extra.is_none_or(|e| e.len() == d));
-    let src = Operand { rows, extra, mean, scale: 1.0 };
-    product(src, src, d, SharedOut(c.as_mut_ptr()), Out::Tiled(tiles), scratch, parallel, blocking);
+    let src = Source { slab: rows, extra, d, mean, scale: 1.0 };
+    product(src, src, SharedOut(c.as_mut_ptr()), Out::Tiled(tiles), scratch, parallel, blocking);
 }
 
 /// `c` (m × m, column-major, leading dimension `ld` ≥ m) += α P Qᵀ on and
@@ -199,27 +204,10 @@ pub fn lower_update(p: &[f64], q: &[f64], m: usize, alpha: f64, c: &mut [f64], l
     }
     assert!(p.len() % m == 0 && q.len() == p.len() && ld >= m && c.len() >= (m - 1) * ld + m);
     let zeros = vec![0.0; m];
-    let a = Operand { rows: p, extra: None, mean: &zeros, scale: 1.0 };
-    let b = Operand { rows: q, extra: None, mean: &zeros, scale: alpha };
-    product(a, b, m, SharedOut(c.as_mut_ptr()), Out::Dense { ld }, scratch, parallel, Blocking::default());
+    let a = Source { slab: p, extra: None, d: m, mean: &zeros, scale: 1.0 };
+    let b = Source { scale: alpha, slab: q, ..a };
+    product(a, b, SharedOut(c.as_mut_ptr()), Out::Dense { ld }, scratch, parallel, Blocking::default());
 }
-
-/// One operand of [`product`]: n samples of d features (row-major), minus
-/// `mean`, then the optional extra row, all times `scale`.
-struct Operand<'a, T> {
-    rows: &'a [T],
-    extra: Option<&'a [f64]>,
-    mean: &'a [f64],
-    scale: f64,
-}
-
-impl<T> Clone for Operand<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Operand<'_, T> {}
 
 /// Where [`product`] adds its tiles.
 #[derive(Clone, Copy)]
@@ -229,13 +217,12 @@ enum Out<'a> {
     Dense { ld: usize },
 }
 
-/// C += Aᵀ B on and below the diagonal, A and B the packed operands (n
-/// samples of d features each), through the blocked kernel.
+/// C += Aᵀ B on and below the diagonal, A and B the operands (n samples of
+/// d features each), through the blocked kernel.
 #[allow(clippy::too_many_arguments)]
-fn product<'a, T: Copy + Into<f64> + Sync>(
-    a_op: Operand<'a, T>,
-    b_op: Operand<'a, T>,
-    d: usize,
+fn product<T: Copy + Into<f64> + Sync>(
+    a_op: Source<'_, T>,
+    b_op: Source<'_, T>,
     c: SharedOut,
     out: Out<'_>,
     scratch: &mut Scratch,
@@ -244,8 +231,10 @@ fn product<'a, T: Copy + Into<f64> + Sync>(
 ) {
     let Blocking { kc: kc_max, mc: mc_max } = blocking;
     assert!(available(), "gram's kernel needs AVX2 and FMA");
-    assert!(mc_max % MR == 0 && kc_max > 0 && a_op.rows.len() == b_op.rows.len());
-    let n = a_op.rows.len() / d;
+    let d = a_op.d;
+    assert!(mc_max % MR == 0 && kc_max > 0 && a_op.slab.len() == b_op.slab.len() && b_op.d == d);
+    assert_eq!(a_op.extra.is_some(), b_op.extra.is_some());
+    let n = a_op.slab.len() / d;
     let extra = a_op.extra.is_some();
     if n == 0 && !extra {
         return;
@@ -267,14 +256,7 @@ fn product<'a, T: Copy + Into<f64> + Sync>(
     while k0 < n || (k0 == 0 && n == 0) {
         let k = kc.min(n - k0);
         let last = k0 + kc >= n;
-        let source = |op: Operand<'a, T>| -> Source<'a, T> { Source {
-            slab: &op.rows[k0 * d..(k0 + k) * d],
-            extra: if last { op.extra } else { None },
-            d,
-            mean: op.mean,
-            scale: op.scale,
-        }};
-        let (a_src, b_src) = (source(a_op), source(b_op));
+        let (a_src, b_src) = (a_op.block(k0, k, last), b_op.block(k0, k, last));
         k0 += kc;
         let kt = k + (last && extra) as usize;
         // 16 panels at a time: each sample's row is read in one run and
@@ -337,8 +319,8 @@ impl SharedOut {
     }
 }
 
-/// What [`pack`] reads: a block of samples (row-major, `d` wide), the mean
-/// to subtract, the optional extra row that follows them, and a factor.
+/// An operand: samples (row-major, `d` wide), the mean to subtract, the
+/// optional extra row that follows them, and a factor for all of them.
 struct Source<'a, T> {
     slab: &'a [T],
     extra: Option<&'a [f64]>,
@@ -355,8 +337,16 @@ impl<T> Clone for Source<'_, T> {
 
 impl<T> Copy for Source<'_, T> {}
 
+impl<'a, T> Source<'a, T> {
+    /// Samples k0 .. k0 + k, with the extra row only in the `last` block.
+    fn block(self, k0: usize, k: usize, last: bool) -> Source<'a, T> {
+        let d = self.d;
+        Source { slab: &self.slab[k0 * d..(k0 + k) * d], extra: if last { self.extra } else { None }, ..self }
+    }
+}
+
 /// Panels of width `W` over features f0 .. f0 + width (zero past d), `kt`
-/// samples long: the rows of the slab minus μ, then the extra row if any,
+/// samples long: the rows of a block minus μ, then the extra row if any,
 /// times the factor: dst[(p · kt + s) · W + r] = (x[s][f0 + p·W + r] − μ[..]) · scale.
 #[inline(always)]
 fn pack<T: Copy + Into<f64>, const W: usize>(src: Source<'_, T>, f0: usize, width: usize, kt: usize, dst: &mut [f64]) {

@@ -205,15 +205,12 @@ impl Layout {
 
     /// Calls f(i, j, offset) for every i ≥ j, in memory order.
     fn for_each_lower(&self, mut f: impl FnMut(usize, usize, usize)) {
-        match self {
-            Layout::Dense(d) => {
-                for j in 0..*d {
-                    for i in j..*d {
-                        f(i, j, j * d + i);
-                    }
-                }
-            }
-            Layout::Tiled(t) => t.for_each_lower(f),
+        let d = match self {
+            Layout::Dense(d) => *d,
+            Layout::Tiled(t) => t.dim(),
+        };
+        for q in 0..d.div_ceil(crate::gram::NR) {
+            self.for_each_lower_in_block(q, &mut f);
         }
     }
 }
@@ -260,12 +257,29 @@ impl Moments {
         };
         let blocking = crate::gram::Blocking::default();
         crate::gram::syrk_centred(data, d, bmean, extra.as_deref(), &mut self.m2, tiles, &mut self.scratch, parallel, blocking);
+        self.advance(nb, &delta);
+        Ok(())
+    }
+
+    /// Count and mean after a group of `nb` samples whose mean is
+    /// `delta` away from the current one.
+    fn advance(&mut self, nb: u64, delta: &[f64]) {
+        let n = self.count + nb;
         let frac = nb as f64 / n as f64;
-        for (m, dl) in self.mean.iter_mut().zip(&delta) {
+        for (m, dl) in self.mean.iter_mut().zip(delta) {
             *m += frac * dl;
         }
         self.count = n;
-        Ok(())
+    }
+
+    /// Add validated rows, whose column means are `mean`, by this shard's
+    /// path: the Gram kernel (tiled M2) or faer (dense M2). `parallel`: the
+    /// product may use the whole thread pool.
+    fn add_part<T: Copy + Into<f64> + Sync>(&mut self, d: usize, rows: &[T], mean: &[f64], parallel: bool) -> Result<(), StatsError> {
+        match self.layout {
+            Layout::Tiled(_) => self.add_group_gram(d, rows, mean, parallel),
+            Layout::Dense(_) => self.add_rows(d, rows, if parallel { par() } else { Par::Seq }),
+        }
     }
 
     /// Add validated rows (row-major, `d` values each) chunk by chunk.
@@ -281,17 +295,9 @@ impl Moments {
         // Equal chunks of at most CHUNK_ROWS rows (no small leftover chunk).
         let chunk = rows.div_ceil(rows.div_ceil(CHUNK_ROWS));
         let mut buf = try_zeroed(chunk * d, "the batch scratch")?;
-        let mut bmean = vec![0.0f64; d];
         for block in data.chunks(chunk * d) {
             let nb = block.len() / d;
-            bmean.iter_mut().for_each(|m| *m = 0.0);
-            for row in block.chunks_exact(d) {
-                for (m, x) in bmean.iter_mut().zip(row) {
-                    *m += (*x).into();
-                }
-            }
-            let inv = 1.0 / nb as f64;
-            bmean.iter_mut().for_each(|m| *m *= inv);
+            let bmean = column_means(block, d);
             // X (nb × d, column-major: one feature's values contiguous), centred.
             // faer's product runs fastest with both operands contiguous along
             // the summed dimension: ~2.4x the row-per-sample layout here.
@@ -319,24 +325,16 @@ impl Moments {
     /// M2 += δ δᵀ n_a n_b / n.
     fn merge_group(&mut self, nb: u64, bmean: &[f64], other: Option<&Moments>) {
         let na = self.count;
-        let n = na + nb;
-        let w = (na as f64) * (nb as f64) / (n as f64);
-        let frac = nb as f64 / n as f64;
+        let w = (na as f64) * (nb as f64) / ((na + nb) as f64);
         let delta: Vec<f64> = bmean.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
         let Moments { m2, layout, .. } = self;
         match other {
             // The first group (w = 0) has nothing to add.
             None if na == 0 => {}
             None => layout.for_each_lower(|i, j, at| m2[at] += w * delta[j] * delta[i]),
-            Some(o) if o.layout == *layout => {
-                layout.for_each_lower(|i, j, at| m2[at] += w * delta[j] * delta[i] + o.m2[at])
-            }
             Some(o) => layout.for_each_lower(|i, j, at| m2[at] += w * delta[j] * delta[i] + o.m2[o.layout.index(i, j)]),
         }
-        for (m, dl) in self.mean.iter_mut().zip(&delta) {
-            *m += frac * dl;
-        }
-        self.count = n;
+        self.advance(nb, &delta);
     }
 
     fn merge(&mut self, d: usize, other: &Moments) -> Result<(), StatsError> {
@@ -450,45 +448,18 @@ impl FeatureStats {
             }
         });
         check_finite(data, d, &means)?;
-        if let Layout::Dense(_) = self.shards[0].layout {
-            return self.update_faer(data, t, part);
-        }
+        // Every accumulator first, so that a failed allocation changes nothing.
         for shard in &mut self.shards[..t] {
             shard.ensure_m2(d)?;
         }
         if t == 1 {
-            return self.shards[0].add_group_gram(d, data, &means[0], true);
+            return self.shards[0].add_part(d, data, &means[0], true);
         }
         let mut results: Vec<Result<(), StatsError>> = vec![Ok(()); t];
         rayon::scope(|sc| {
             for (k, ((shard, res), mean)) in self.shards[..t].iter_mut().zip(results.iter_mut()).zip(&means).enumerate() {
                 let rows = part(k);
-                sc.spawn(move |_| *res = shard.add_group_gram(d, rows, mean, false));
-            }
-        });
-        results.into_iter().collect()
-    }
-
-    /// The faer path (CPUs without AVX2 + FMA): chunks transposed and
-    /// centred, then faer's triangular product.
-    fn update_faer<'a, T: Copy + Into<f64> + Sync + 'a>(
-        &mut self,
-        data: &'a [T],
-        t: usize,
-        part: impl Fn(usize) -> &'a [T] + Sync,
-    ) -> Result<(), StatsError> {
-        let d = self.dim;
-        if t == 1 {
-            return self.shards[0].add_rows(d, data, par());
-        }
-        for shard in &mut self.shards[..t] {
-            shard.ensure_m2(d)?;
-        }
-        let mut results: Vec<Result<(), StatsError>> = vec![Ok(()); t];
-        rayon::scope(|sc| {
-            for (k, (shard, res)) in self.shards[..t].iter_mut().zip(results.iter_mut()).enumerate() {
-                let rows = part(k);
-                sc.spawn(move |_| *res = shard.add_rows(d, rows, Par::Seq));
+                sc.spawn(move |_| *res = shard.add_part(d, rows, mean, false));
             }
         });
         results.into_iter().collect()
@@ -1189,43 +1160,33 @@ mod tridiag {
                 Par::Seq,
             );
             faer::linalg::matmul::matmul(x.as_mut(), Accum::Add, v.as_ref(), wm.as_ref(), -0.5, par);
-            // A22 −= [V Y] [Y V]ᵀ, lower triangle: the Gram kernel's update
-            // where it runs (its operands m × 2b, stride m, one column after
-            // another), faer's triangular product elsewhere.
+            // A22 −= [V Y] [Y V]ᵀ, lower triangle: operands m × 2b, stride m.
+            let stack = |first: &Mat<f64>, second: &Mat<f64>| -> Vec<f64> {
+                let mut out = Vec::with_capacity(2 * nb * m);
+                for mat in [first, second] {
+                    (0..nb).for_each(|c| out.extend_from_slice(mat.col_as_slice(c)));
+                }
+                out
+            };
+            let (vy, yv) = (stack(&v, &x), stack(&x, &v));
             if crate::gram::available() {
-                let stack = |first: &Mat<f64>, second: &Mat<f64>| -> Vec<f64> {
-                    let mut out = Vec::with_capacity(2 * nb * m);
-                    for mat in [first, second] {
-                        (0..nb).for_each(|c| out.extend_from_slice(mat.col_as_slice(c)));
-                    }
-                    out
-                };
-                let (vy, yv) = (stack(&v, &x), stack(&x, &v));
+                // The Gram kernel's update where it runs.
                 let a22 = &mut a[r0 * n + r0..];
                 crate::gram::lower_update(&vy, &yv, m, -1.0, a22, n, &mut gram_scratch, true);
-                k += b;
-                continue;
+            } else {
+                let a22 = MatMut::from_column_major_slice_with_stride_mut(&mut a[r0 * n + r0..], m, m, n);
+                tri_matmul(
+                    a22,
+                    BlockStructure::TriangularLower,
+                    Accum::Add,
+                    MatRef::from_column_major_slice(&vy, m, 2 * nb),
+                    BlockStructure::Rectangular,
+                    MatRef::from_column_major_slice(&yv, m, 2 * nb).transpose(),
+                    BlockStructure::Rectangular,
+                    -1.0,
+                    par,
+                );
             }
-            let mut vy = Mat::<f64>::zeros(m, 2 * nb);
-            let mut yv = Mat::<f64>::zeros(m, 2 * nb);
-            for c in 0..nb {
-                vy.col_as_slice_mut(c).copy_from_slice(v.col_as_slice(c));
-                vy.col_as_slice_mut(nb + c).copy_from_slice(x.col_as_slice(c));
-                yv.col_as_slice_mut(c).copy_from_slice(x.col_as_slice(c));
-                yv.col_as_slice_mut(nb + c).copy_from_slice(v.col_as_slice(c));
-            }
-            let a22 = MatMut::from_column_major_slice_with_stride_mut(&mut a[r0 * n + r0..], m, m, n);
-            tri_matmul(
-                a22,
-                BlockStructure::TriangularLower,
-                Accum::Add,
-                vy.as_ref(),
-                BlockStructure::Rectangular,
-                yv.transpose(),
-                BlockStructure::Rectangular,
-                -1.0,
-                par,
-            );
             k += b;
         }
     }

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 MODELS = ("psgan", "sngan", "sngan-nosn", "progan")
-LOSSES = ("ps", "bce")
+LOSSES = ("ps", "bce", "ps-soft", "rps")  # psgan_fast.loss.LOSSES: the specs
+UPDATES = ("simultaneous", "alternating")
+D_ARCHS = ("paper", "deep")
 PARALLEL = ("auto", "fused", "streams", "sequential")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,6 +40,15 @@ class TrainConfig:
     lr: Optional[float] = None
     betas: Optional[tuple[float, float]] = None
     loss: str = "ps"
+    # PS-GAN's update-rule knobs. None takes the value of the chosen --loss's
+    # spec (psgan_fast.loss.LOSSES), so `--loss ps` alone is Algorithm 2.
+    d_gate: Optional[float] = None   # lambda: D's weight on groups it got right
+    g_gate: Optional[bool] = None    # generator k skips groups where D picked its fake
+    r1: Optional[float] = None       # gamma of the R1 penalty (real images)
+    r2: Optional[float] = None       # gamma of the R2 penalty (fakes)
+    reg_every: int = 4               # lazy R1/R2: every K steps, weighted by K
+    update: Optional[str] = None     # simultaneous | alternating
+    d_arch: Optional[str] = None     # paper | deep (psgan_fast.stages.D_ARCHS)
     parallel: str = "auto"
     precision: str = "fp32"
     compile: Optional[bool] = None  # None: on for CUDA, off for CPU (measured slower there)

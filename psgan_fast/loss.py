@@ -54,10 +54,13 @@ would need a device sync to read the mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from functools import partial
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
+
+from psgan_fast.config import UPDATES  # noqa: F401  (re-exported: the update orders)
 
 
 @dataclass
@@ -171,12 +174,93 @@ def bce_loss(logits: torch.Tensor) -> LossOutput:
     return LossOutput(d_loss, g_losses.mean(), g_losses, _shares(d_choice(logits.detach()), n_plus_1))
 
 
-LOSSES = {"ps": ps_loss, "bce": bce_loss}
+def group_loss(logits: torch.Tensor, *, d_gate: float = 0.0, g_gate: bool = True) -> LossOutput:
+    """Algorithm 2's N+1-way softmax with soft gates (the `ps-soft` and
+    `rps` variants; `ps_loss` is this with d_gate = 0, g_gate = True).
+
+    D:  sum_i w_i * CE_i / B,   CE_i = logsumexp_j(l_ji) - l_0i,
+        w_i = 1 where D was wrong in group i, `d_gate` (lambda) where right.
+    G_k: sum_i v_ki * (logsumexp_j(l_ji) - l_ki) / B with only row k live,
+        v_ki = 0 where D picked generator k's fake if `g_gate`, else 1.
+
+    lambda = 1 with g_gate off is the plain N+1-way relativistic softmax
+    loss; at N = 1 it is softplus(l_fake - l_real) for D and
+    softplus(l_real - l_fake) for G, the relativistic pairing loss RpGAN
+    (Jolicoeur-Martineau 2019) that R3GAN (Huang et al. 2024) regularises
+    with R1 and R2."""
+    logits = _check_logits(logits)
+    n_plus_1, batch = logits.shape
+    choice = d_choice(logits.detach())
+    d_wrong = (choice != 0).float()
+    d_w = d_wrong + float(d_gate) * (1.0 - d_wrong)
+    d_loss = (d_w * (torch.logsumexp(logits, 0) - logits[0])).sum() / batch
+    frozen = logits.detach()
+    g_losses = []
+    for k in range(1, n_plus_1):
+        live = torch.cat([frozen[:k], logits[k:k + 1], frozen[k + 1:]])
+        nll = torch.logsumexp(live, 0) - logits[k]
+        w = (choice != k).float() if g_gate else torch.ones_like(nll)
+        g_losses.append((w * nll).sum() / batch)
+    g_losses_t = torch.stack(g_losses)
+    return LossOutput(d_loss, g_losses_t.mean(), g_losses_t, _shares(choice, n_plus_1))
 
 
-def get_loss(name: str):
-    """The loss function for `cfg.loss` ("ps" or "bce")."""
+def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
+    """E_x ||grad_x D(x)||^2 over the batch `images` (R1 on real images, R2
+    on fakes; Mescheder et al. 2018, R3GAN). Differentiable in D's
+    parameters (double backward): the caller adds gamma/2 times it to D's
+    loss. Runs its own forward of D without autocast (a plain fp32 pass; the
+    routed single backward does not cover input gradients of gradients)."""
+    dtype = next(disc.parameters()).dtype  # fakes made under bf16 autocast come back to D's dtype
+    x = images.detach().to(dtype).requires_grad_(True)
+    with torch.autocast(x.device.type, enabled=False):
+        out = disc(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One registered PS-GAN update rule and its default knobs (each knob
+    can be overridden from the config; None there means "the spec's")."""
+
+    fn: object            # logits [N+1, B], **knobs -> LossOutput
+    d_gate: float = 0.0   # lambda: D's weight on groups it got right
+    g_gate: bool = True   # generator k skips groups where D picked its fake
+    r1: float = 0.0       # gamma of the R1 penalty (real images)
+    r2: float = 0.0       # gamma of the R2 penalty (fakes)
+    update: str = "simultaneous"  # or "alternating": D steps, then G against the new D
+    d_arch: str = "paper"  # psgan_fast.stages.D_ARCHS
+    summary: str = ""
+
+    def loss_fn(self, d_gate: Optional[float] = None, g_gate: Optional[bool] = None):
+        """The loss as a function of the logits alone, knobs bound."""
+        if self.fn is group_loss:
+            return partial(group_loss, d_gate=self.d_gate if d_gate is None else d_gate,
+                           g_gate=self.g_gate if g_gate is None else g_gate)
+        if d_gate is not None or g_gate is not None:
+            raise ValueError("the gates (d_gate, g_gate) apply only to the group-softmax losses")
+        return self.fn
+
+
+LOSSES = {
+    "ps": LossSpec(ps_loss, summary="the paper's Algorithm 2, literally: D learns only where it was "
+                   "wrong, generator k only where D did not pick its fake; one simultaneous update"),
+    "bce": LossSpec(bce_loss, g_gate=False, summary="non-saturating BCE, averaged generators (ablation)"),
+    "ps-soft": LossSpec(group_loss, d_gate=1.0, summary="Algorithm 2 with D also learning from the "
+                        "groups it got right (weight d_gate); generators gated as in the paper"),
+    "rps": LossSpec(group_loss, d_gate=1.0, g_gate=False, summary="the ungated N+1-way relativistic "
+                    "softmax (RpGAN at N = 1)"),
+}
+
+
+def get_spec(name: str) -> LossSpec:
     try:
         return LOSSES[name]
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}") from None
+
+
+def get_loss(name: str):
+    """The loss function of `name` with its spec's own knobs."""
+    return get_spec(name).loss_fn()

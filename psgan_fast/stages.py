@@ -57,6 +57,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import torch
 from torch import nn
 
+from psgan_fast.config import D_ARCHS
+
 if TYPE_CHECKING:
     from psgan_fast.loss import GradRoute
 
@@ -145,15 +147,23 @@ class Discriminator(nn.Module):
     """Stage-k discriminator: from_image + k down blocks + head; one logit per image."""
 
     def __init__(self, stage: int, resolutions: Sequence[int], *, channels: int = 1,
-                 width: int = WIDTH) -> None:
+                 width: int = WIDTH, arch: str = "paper") -> None:
         super().__init__()
         if not 0 <= stage < len(resolutions):
             raise ValueError(f"stage {stage} out of range for {len(resolutions)} stages")
+        if arch not in D_ARCHS:
+            raise ValueError(f"unknown discriminator architecture {arch!r}; choose from {', '.join(D_ARCHS)}")
         widths = level_widths(len(resolutions), width)
         self.stage = stage
         self.resolution = resolutions[stage]
         self.from_image = nn.ModuleDict({
             str(self.resolution): nn.Conv2d(channels, widths[stage], 3, padding=1)})
+        # "deep": a Conv3x3 at each level before it is halved (SNGAN's
+        # standard-CNN D has one there); named by resolution, so the levels a
+        # stage switch keeps transfer under Algorithm 1 like the others.
+        self.mid = nn.ModuleDict({
+            str(resolutions[i]): nn.Conv2d(widths[i], widths[i], 3, padding=1)
+            for i in range(stage, 0, -1)} if arch == "deep" else {})
         self.down = nn.ModuleDict({
             str(resolutions[i]): nn.Conv2d(widths[i], widths[i - 1], 4, stride=2, padding=1)
             for i in range(stage, 0, -1)})
@@ -176,7 +186,9 @@ class Discriminator(nn.Module):
             return _RoutedConv.apply(h, m.weight, m.bias, m.stride, m.padding, route, first)
 
         x = act(conv(self.from_image[str(self.resolution)], x, first=True), 0.2)
-        for m in self.down.values():
+        for res, m in self.down.items():
+            if res in self.mid:
+                x = act(conv(self.mid[res], x), 0.2)
             x = act(conv(m, x), 0.2)
         x = act(conv(self.head["conv"], x), 0.2)
         fc = self.head["fc"]

@@ -70,7 +70,7 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels.mix import mix_weights  # Algorithm 1 (Triton on CUDA, else psgan_fast.transfer)
-from psgan_fast.loss import GradRoute, get_loss, routed_backward
+from psgan_fast.loss import UPDATES, GradRoute, LossOutput, get_spec, gradient_penalty, routed_backward
 from psgan_fast.parallel import ParallelGenerators
 from psgan_fast.recipe import Recipe, StepOutput
 from psgan_fast.stages import (LATENT_DIM, WIDTH, Discriminator, Generator, StageSchedule,
@@ -107,7 +107,22 @@ class PSGANRecipe(Recipe):
         self.schedule = StageSchedule(cfg.resolved_stage_epochs(len(self.resolutions)))
         self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
         self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
-        self.loss_fn = get_loss(cfg.loss)
+        # The update rule: a registered spec (psgan_fast.loss.LOSSES) with any
+        # knob the config sets explicitly overriding the spec's own value.
+        spec = get_spec(cfg.loss)
+        self.spec = spec
+        self.loss_fn = spec.loss_fn(cfg.d_gate, cfg.g_gate)
+        self.r1 = float(spec.r1 if cfg.r1 is None else cfg.r1)
+        self.r2 = float(spec.r2 if cfg.r2 is None else cfg.r2)
+        self.reg_every = int(cfg.reg_every)
+        self.update = spec.update if cfg.update is None else cfg.update
+        self.d_arch = spec.d_arch if cfg.d_arch is None else cfg.d_arch
+        if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1:
+            raise ValueError(f"r1 and r2 must be >= 0 and reg_every >= 1, got r1={self.r1}, r2={self.r2}, "
+                             f"reg_every={self.reg_every}")
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
+        self._steps = 0  # training steps taken (for the lazy R1/R2 schedule)
         self.autocast = cfg.precision == "bf16"
         # D's backward: "routed" (one pass for both losses, loss.GradRoute) or
         # "two-pass" (LossOutput.backward). Routed is the default; under
@@ -117,7 +132,7 @@ class PSGANRecipe(Recipe):
         mode = str(cfg.extra.get("d_backward", "two-pass" if compiling else "routed"))
         if mode not in ("routed", "two-pass"):
             raise ValueError(f"d_backward must be 'routed' or 'two-pass', got {mode!r}")
-        self.routed = mode == "routed"
+        self.routed = mode == "routed" and self.update == "simultaneous"
 
         self._begun = False        # has begin_epoch run since construction?
         self._epoch: Optional[int] = None  # the epoch of the last begin_epoch
@@ -176,21 +191,74 @@ class PSGANRecipe(Recipe):
 
         for opt in self._opts.values():
             opt.zero_grad(set_to_none=True)
-        route = GradRoute(input_rows=slice(batch, None)) if self.routed else None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            fakes = self._runner(z)
-            logits = self._D(torch.cat([real, *fakes]), route=route).view(self.n + 1, batch)
-        if route is not None:  # one backward through D for both losses (loss.GradRoute)
-            out = routed_backward(logits, self.loss_fn, route)
-        else:                  # two restricted backward passes (LossOutput.backward)
-            out = self.loss_fn(logits)
-            out.backward(self._D.parameters(), [p for g in self._gens for p in g.parameters()])
-        for opt in self._opts.values():
-            opt.step()
+        penalise = (self.r1 > 0 or self.r2 > 0) and self._steps % self.reg_every == 0
+        self._steps += 1
+        amp = dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+        extras: dict[str, torch.Tensor] = {}
+        if self.update == "alternating":
+            out = self._alternating_step(real, z, penalise, amp, extras)
+        else:
+            route = GradRoute(input_rows=slice(batch, None)) if self.routed else None
+            with torch.autocast(**amp):
+                fakes = self._runner(z)
+                logits = self._D(torch.cat([real, *fakes]), route=route).view(self.n + 1, batch)
+            if route is not None:  # one backward through D for both losses (loss.GradRoute)
+                out = routed_backward(logits, self.loss_fn, route)
+            else:                  # two restricted backward passes (LossOutput.backward)
+                out = self.loss_fn(logits)
+                out.backward(self._D.parameters(), [p for g in self._gens for p in g.parameters()])
+            if penalise:  # D as it was before this step, like the main losses
+                self._penalty(real, fakes, extras)
+            for opt in self._opts.values():
+                opt.step()
 
-        extras = {"case_real": out.shares[0]}
+        extras["case_real"] = out.shares[0]
         extras.update({f"case_fake{k}": out.shares[k] for k in range(1, self.n + 1)})
         return StepOutput(out.d_loss.detach(), out.g_losses.detach(), extras)
+
+    def _penalty(self, real: torch.Tensor, fakes, extras: dict) -> None:
+        """Lazy R1/R2 (`loss.gradient_penalty`) as their own pass into D's
+        gradients: (gamma/2) * E||grad_x D(x)||^2, times `reg_every`."""
+        total = real.new_zeros((), dtype=torch.float32)
+        if self.r1 > 0:
+            r1 = gradient_penalty(self._D, real)
+            total = total + 0.5 * self.r1 * r1
+            extras["r1"] = r1.detach()
+        if self.r2 > 0:
+            r2 = gradient_penalty(self._D, torch.cat([f.detach() for f in fakes]))
+            total = total + 0.5 * self.r2 * r2
+            extras["r2"] = r2.detach()
+        (total * self.reg_every).backward(inputs=[p for p in self._D.parameters() if p.requires_grad])
+
+    def _alternating_step(self, real, z, penalise: bool, amp: dict, extras: dict):
+        """D steps first on detached fakes, then the generators step against
+        the updated D (the usual GAN order; one more forward of D over the
+        group than the simultaneous step). D's choice of the first pass is
+        the one logged."""
+        batch = real.shape[0]
+        with torch.autocast(**amp):
+            fakes = self._runner(z)
+            logits = self._D(torch.cat([real, *[f.detach() for f in fakes]])).view(self.n + 1, batch)
+        out_d = self.loss_fn(logits)
+        out_d.d_loss.backward(inputs=[p for p in self._D.parameters() if p.requires_grad])
+        if penalise:
+            self._penalty(real, fakes, extras)
+        self._opts["D"].step()
+        d_params = [p for p in self._D.parameters() if p.requires_grad]
+        for p in d_params:
+            p.requires_grad_(False)
+        try:
+            with torch.autocast(**amp):
+                logits_g = self._D(torch.cat([real, *fakes])).view(self.n + 1, batch)
+            out_g = self.loss_fn(logits_g)
+            out_g.g_loss.backward()
+        finally:
+            for p in d_params:
+                p.requires_grad_(True)
+        for name, opt in self._opts.items():
+            if name != "D":
+                opt.step()
+        return LossOutput(out_d.d_loss.detach(), out_g.g_loss.detach(), out_g.g_losses.detach(), out_d.shares)
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
@@ -209,10 +277,11 @@ class PSGANRecipe(Recipe):
         return dict(self._opts)
 
     def state(self) -> dict[str, Any]:
-        return {"stage": self._stage, "resolution": self.resolution()}
+        return {"stage": self._stage, "resolution": self.resolution(), "steps": self._steps}
 
     def load_state(self, state: dict[str, Any]) -> None:
         stage = int(state.get("stage", self._stage))
+        self._steps = int(state.get("steps", self._steps))
         if stage != self._stage:
             # The checkpoint's tensors belong to `stage`: build it as is; the
             # switch (with transfer) follows at the next begin_epoch or step.
@@ -234,7 +303,8 @@ class PSGANRecipe(Recipe):
                 m = Generator(stage, self.resolutions, latent_dim=self._latent,
                               channels=self.channels, width=self.width)
             else:
-                m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width)
+                m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width,
+                                  arch=self.d_arch)
         m = m.to(self.device)
         if self.channels_last:
             m = m.to(memory_format=torch.channels_last)

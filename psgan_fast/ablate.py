@@ -1,0 +1,280 @@
+"""`python -m psgan_fast.ablate`: which ingredient makes PS-GAN collapse?
+
+    python -m psgan_fast.ablate --out runs/ablate --variants paper,rps,rps-r1r2 --seeds 0
+    python -m psgan_fast.ablate --list                   # the registered variants
+    python -m psgan_fast.ablate --out runs/abl --smoke   # the whole pipeline in a minute (CI)
+
+Every variant trains on ONE fixed schedule (``--epochs`` epochs of
+``--batches`` batches of 64, the trainer's default 20/30/50% stage split, or
+every epoch at 28 px for a variant that turns stages off), from the same
+seeds, and is scored the same way: mnist-lenet FID of the union of its
+generators and of each generator (``--samples`` images each, against MNIST
+train), each generator's class histogram (mnist-lenet's argmax), D's
+accuracy per epoch (the share of groups in which it picked the real image,
+beside chance 1/(N+1)) and the milliseconds per training step at 28 px.
+
+A variant is a set of `TrainConfig` overrides on top of the literal
+PS-GAN (`VARIANTS`); each changes one thing against its parent, so a row
+of the table reads as "this ingredient, and only it". Runs go to
+``OUT/runs/<variant>-s<seed>/`` (ordinary run directories: samples/,
+metrics.jsonl, checkpoints/); each run's scores are cached in its
+``ablation.json``, so an interrupted ablation continues where it stopped
+when the same command is run again. ``OUT/ABLATION.md`` and
+``OUT/ablation.json`` hold the table. ``--jobs J`` trains J variants at a
+time, each on ``--threads`` threads (default: the cores split evenly).
+
+Verdicts (the "no wasted generator" rule of issue #15, docs/DESIGN.md):
+a generator is *collapsed* when its most frequent class holds more than 50%
+of its samples or fewer than 3 classes hold 5% or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from psgan_fast.fsutil import atomic_write_text, read_jsonl
+
+RESULT_VERSION = 1
+# The no-wasted-generator rule: the most frequent class at most this share ...
+MAX_CLASS_SHARE = 0.50
+# ... and at least MIN_CLASSES classes with MIN_CLASS_SHARE of the samples or more.
+MIN_CLASSES, MIN_CLASS_SHARE = 3, 0.05
+# The union's class shares must all lie in this range (issue #15's target).
+UNION_SHARE_RANGE = (0.04, 0.18)
+SMOKE = {"epochs": 3, "batches": 2, "samples": 200}
+
+# name -> (parent, what changes against the parent, TrainConfig overrides).
+# "stages": False puts every epoch at 28 px. Overrides accumulate from the parent.
+VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
+    "paper": (None, "the paper's Algorithm 2 read literally (--loss ps), stepwise stages", {"loss": "ps"}),
+    "paper-nostages": ("paper", "no stages: every step at 28 px", {"stages": False}),
+    "paper-alt": ("paper", "alternating update: D steps, then G against the new D", {"update": "alternating"}),
+    "paper-deep": ("paper", "D with a 3x3 conv per level (SNGAN-like depth)", {"d_arch": "deep"}),
+    "soft": ("paper", "soft D gate: D also learns from groups it got right (lambda 1)", {"loss": "ps-soft"}),
+    "rps": ("paper", "both gates removed: the N+1-way relativistic softmax", {"loss": "rps"}),
+    "rps-r1r2": ("rps", "+ R1 and R2 penalties (gamma 0.1, every 4 steps)", {"r1": 0.1, "r2": 0.1}),
+    "rps-alt": ("rps", "alternating update", {"update": "alternating"}),
+    "rps-alt-r1r2": ("rps-alt", "+ R1 and R2 penalties (gamma 0.1, every 4 steps)", {"r1": 0.1, "r2": 0.1}),
+    "rps-deep": ("rps", "D with a 3x3 conv per level", {"d_arch": "deep"}),
+    "rps-nostages": ("rps", "no stages", {"stages": False}),
+    "paper-r1r2": ("paper", "+ R1 and R2 penalties (gamma 0.1, every 4 steps)", {"r1": 0.1, "r2": 0.1}),
+    "paper-alt-r1r2": ("paper-alt", "+ R1 and R2 penalties", {"r1": 0.1, "r2": 0.1}),
+    "bce": ("paper", "non-saturating BCE, no N+1 decision", {"loss": "bce"}),
+    "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
+              {"model": "sngan", "generators": 1, "stages": False}),
+}
+
+
+def resolve_variant(name: str) -> dict[str, Any]:
+    """The variant's overrides, its parents' included (parents first)."""
+    if name not in VARIANTS:
+        raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    parent, _, over = VARIANTS[name]
+    base = resolve_variant(parent) if parent else {}
+    return {**base, **over}
+
+
+def train_config(variant: str, *, generators: int, seed: int, epochs: int, batches: int, run_dir: Path):
+    from psgan_fast.config import TrainConfig, default_stage_epochs
+
+    over = resolve_variant(variant)
+    stages = over.pop("stages", True)
+    gens = over.pop("generators", generators)
+    model = over.pop("model", "psgan")
+    stage_epochs = default_stage_epochs(epochs) if stages else (0, 0, epochs)
+    return TrainConfig(model=model, generators=gens, epochs=epochs, stage_epochs=stage_epochs,
+                       limit_batches=batches, seed=seed, out=str(run_dir), progress=False,
+                       log_every=max(1, batches // 4), checkpoint_every=epochs, **over)
+
+
+def verdict(hist: Sequence[int]) -> dict[str, Any]:
+    """Shares of a class histogram and whether the generator collapsed."""
+    total = max(1, sum(hist))
+    shares = [h / total for h in hist]
+    top = max(shares)
+    classes = sum(s >= MIN_CLASS_SHARE for s in shares)
+    return {"top_class": int(shares.index(top)), "top_share": top, "classes_5pct": int(classes),
+            "collapsed": bool(top > MAX_CLASS_SHARE or classes < MIN_CLASSES)}
+
+
+def _epoch_stats(run_dir: Path, n: int) -> tuple[list[float], Optional[float]]:
+    """D's accuracy per epoch and ms per step in the last epoch."""
+    recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"]
+    acc = [float(r["case_real"]) for r in recs if "case_real" in r]
+    ms = None
+    if len(recs) >= 2:
+        a, b = recs[-2], recs[-1]
+        steps = b["step"] - a["step"]
+        if steps > 0:
+            ms = 1000.0 * (b["train_seconds"] - a["train_seconds"]) / steps
+    elif recs and recs[-1]["step"]:
+        ms = 1000.0 * recs[-1]["train_seconds"] / recs[-1]["step"]
+    return acc, ms
+
+
+def run_variant(variant: str, seed: int, opts: dict) -> dict:
+    """Train (or finish) one variant and score it; cached in ablation.json."""
+    import torch
+
+    torch.set_num_threads(opts["threads"])
+    run_dir = Path(opts["out"]) / "runs" / f"{variant}-s{seed}"
+    key = {"version": RESULT_VERSION, "variant": variant, "overrides": resolve_variant(variant), "seed": seed,
+           "generators": opts["generators"], "epochs": opts["epochs"], "batches": opts["batches"],
+           "samples": opts["samples"]}
+    cache = run_dir / "ablation.json"
+    if cache.is_file():
+        doc = json.loads(cache.read_text())
+        if doc.get("key") == key:
+            return doc["result"]
+    import warnings
+
+    from psgan_fast import checkpoint as ckpt_mod
+    from psgan_fast.api import load_generators
+    from psgan_fast.metrics.evaluation import evaluate_generators
+    from psgan_fast.trainer import train
+
+    cfg = train_config(variant, generators=opts["generators"], seed=seed, epochs=opts["epochs"],
+                       batches=opts["batches"], run_dir=run_dir)
+    done = False
+    try:
+        done = int(ckpt_mod.read_state(ckpt_mod.latest(run_dir))["epoch"]) + 1 >= cfg.epochs
+    except Exception:  # no (complete) checkpoint yet: train from the start
+        pass
+    t0 = time.perf_counter()
+    if not done:
+        train(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gens = load_generators(run_dir)
+    res = evaluate_generators(gens, opts["samples"], seed=seed, kid=False)
+    acc, ms = _epoch_stats(run_dir, len(gens))
+    per_gen = []
+    for g in res["generators"]:
+        per_gen.append({"fid": g["fid"], "is": g["is_mean"], "class_histogram": g["class_histogram"],
+                        **verdict(g["class_histogram"])})
+    union_hist = res["union"]["class_histogram"]
+    total = max(1, sum(union_hist))
+    result = {
+        "variant": variant, "seed": seed, "generators": len(gens), "fid": res["union"]["fid"],
+        "is": res["union"]["is_mean"], "union_class_shares": [h / total for h in union_hist],
+        "per_generator": per_gen, "d_accuracy": acc, "chance": 1.0 / (len(gens) + 1), "ms_per_step": ms,
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
+    return result
+
+
+def _fmt(x: Optional[float], digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def render(results: list[dict], opts: dict) -> str:
+    """The Markdown table (one row per variant and seed)."""
+    lines = [
+        "# PS-GAN ablation", "",
+        f"Schedule: {opts['epochs']} epochs x {opts['batches']} batches of 64 "
+        f"(stages 20/30/50% unless a row says no stages), {opts['generators']} generators unless a row "
+        f"says otherwise; mnist-lenet FID on {opts['samples']} samples per generator against MNIST train.",
+        f"A generator is collapsed when one class holds > {MAX_CLASS_SHARE:.0%} of its samples or fewer "
+        f"than {MIN_CLASSES} classes hold >= {MIN_CLASS_SHARE:.0%}. D acc: the share of groups in which D "
+        "picked the real image, per epoch (first -> last), chance 1/(N+1).", "",
+        "| variant | changes (vs parent) | seed | union FID | per-generator FID | top class share per G "
+        "| collapsed G | union class shares | D acc (chance) | ms/step 28px |",
+        "|---|---|---:|---:|---|---|---:|---|---|---:|",
+    ]
+    for r in results:
+        parent, what, _ = VARIANTS[r["variant"]]
+        pg = r["per_generator"]
+        fids = " / ".join(_fmt(g["fid"]) for g in pg)
+        tops = " / ".join(f"{g['top_share']:.0%} '{g['top_class']}'" for g in pg)
+        shares = r["union_class_shares"]
+        acc = r["d_accuracy"]
+        acc_txt = f"{acc[0]:.0%} -> {acc[-1]:.0%} ({r['chance']:.0%})" if acc else "—"
+        lines.append(
+            f"| {r['variant']} | {what}{f' ({parent})' if parent else ''} | {r['seed']} | {_fmt(r['fid'], 2)} "
+            f"| {fids} | {tops} | {sum(g['collapsed'] for g in pg)}/{len(pg)} "
+            f"| {min(shares):.1%}-{max(shares):.1%} | {acc_txt} | {_fmt(r['ms_per_step'], 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m psgan_fast.ablate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="ablation directory (runs/, ABLATION.md, ablation.json)")
+    p.add_argument("--variants", default="paper,rps,rps-r1r2",
+                   help="comma-separated variant names (--list shows them)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds")
+    p.add_argument("--generators", type=int, default=2, help="N for every variant that does not set it")
+    p.add_argument("--epochs", type=int, default=6, help="epochs per run")
+    p.add_argument("--batches", type=int, default=200, help="batches of 64 per epoch")
+    p.add_argument("--samples", type=int, default=5000, help="evaluation samples per generator")
+    p.add_argument("--jobs", type=int, default=1, help="variants trained at a time")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    p.add_argument("--smoke", action="store_true", help=f"tiny schedule {SMOKE} (CI)")
+    p.add_argument("--list", action="store_true", help="list the variants and exit")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (parent, what, over) in VARIANTS.items():
+            print(f"{name:<16} {what}" + (f"  [from {parent}]" if parent else "") + f"  {over}")
+        return 0
+    if not args.out:
+        parser.error("--out is required (the ablation directory)")
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            parser.error(f"--variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if args.smoke:
+        args.epochs, args.batches, args.samples = SMOKE["epochs"], SMOKE["batches"], SMOKE["samples"]
+    for flag, v, low in (("--generators", args.generators, 1), ("--epochs", args.epochs, 3),
+                         ("--batches", args.batches, 1), ("--samples", args.samples, 10), ("--jobs", args.jobs, 1)):
+        if v < low:
+            parser.error(f"{flag}: must be >= {low}, got {v}")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    opts = {"out": args.out, "generators": args.generators, "epochs": args.epochs, "batches": args.batches,
+            "samples": args.samples, "threads": threads}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(v, s) for v in variants for s in seeds]
+    results: dict[tuple[str, int], dict] = {}
+    t0 = time.perf_counter()
+    if args.jobs == 1:
+        for i, (v, s) in enumerate(jobs):
+            results[(v, s)] = run_variant(v, s, opts)
+            print(f"[{i + 1}/{len(jobs)}] {v} seed {s}: FID {results[(v, s)]['fid']:.2f} "
+                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(run_variant, v, s, opts): (v, s) for v, s in jobs}
+            for i, fut in enumerate(as_completed(futs)):
+                results[futs[fut]] = fut.result()
+                print(f"[{i + 1}/{len(jobs)}] {futs[fut][0]} seed {futs[fut][1]}: FID "
+                      f"{results[futs[fut]]['fid']:.2f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    ordered = [results[j] for j in jobs]
+    atomic_write_text(out / "ablation.json", json.dumps({"options": opts, "argv": sys.argv[1:],
+                                                         "results": ordered}, indent=1))
+    atomic_write_text(out / "ABLATION.md", render(ordered, opts))
+    print(f"wrote {out / 'ABLATION.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

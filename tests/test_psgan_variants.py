@@ -1,0 +1,259 @@
+"""PS-GAN's update-rule variants (psgan_fast.loss.LOSSES): which network
+learns in which case, the R1/R2 penalty against an independent
+computation, the alternating update against a hand-written one, and the
+literal `ps` rule unchanged by the variants' code."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from psgan_fast import config
+from psgan_fast.config import TrainConfig
+from psgan_fast.loss import LOSSES, get_spec, gradient_penalty, group_loss, ps_loss
+from psgan_fast.models.psgan import PSGANRecipe
+from psgan_fast.stages import Discriminator, stage_resolutions
+
+CPU = torch.device("cpu")
+EXTRA = {"width": 16, "latent_dim": 8}
+
+
+def make(n=2, stage_epochs=(0, 0, 1), **kw):
+    cfg = TrainConfig(generators=n, stage_epochs=stage_epochs, epochs=sum(stage_epochs), seed=3,
+                      extra=dict(EXTRA), **kw)
+    r = PSGANRecipe(cfg, image_size=28, channels=1, steps_per_epoch=4, device=CPU)
+    r.begin_epoch(0)
+    return r
+
+
+def real_batch(b=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 1, 28, 28, generator=g) * 2 - 1
+
+
+def test_choice_lists_agree():
+    assert tuple(LOSSES) == config.LOSSES
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_group_loss_with_paper_gates_is_ps_loss(n):
+    torch.manual_seed(n)
+    logits = torch.randn(n + 1, 64, requires_grad=True)
+    a, b = ps_loss(logits), group_loss(logits, d_gate=0.0, g_gate=True)
+    assert torch.equal(a.d_loss, b.d_loss) and torch.equal(a.g_losses, b.g_losses)
+    for x, y in ((a.d_loss, b.d_loss), (a.g_loss, b.g_loss)):
+        assert torch.equal(*(torch.autograd.grad(v, logits, retain_graph=True)[0] for v in (x, y)))
+
+
+def test_rps_at_one_generator_is_the_relativistic_pairing_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 32)
+    out = get_spec("rps").loss_fn()(logits)
+    real, fake = logits
+    assert out.d_loss.item() == pytest.approx(F.softplus(fake - real).mean().item(), rel=1e-6)
+    assert out.g_loss.item() == pytest.approx(F.softplus(real - fake).mean().item(), rel=1e-6)
+
+
+def _grads(out, logits):
+    gd = torch.autograd.grad(out.d_loss, logits, retain_graph=True)[0]
+    gg = [torch.autograd.grad(out.g_losses[k], logits, retain_graph=True)[0] for k in range(len(out.g_losses))]
+    return gd, gg
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_soft_d_gate_weights_the_groups_d_got_right(lam):
+    # Group 0: D right (real largest). Group 1: D picked generator 1's fake.
+    logits = torch.tensor([[3.0, 0.0], [1.0, 2.0], [0.0, 1.0]], requires_grad=True)
+    out = group_loss(logits, d_gate=lam, g_gate=True)
+    gd, gg = _grads(out, logits)
+    ce = lambda col: torch.logsumexp(logits[:, col], 0) - logits[0, col]  # noqa: E731
+    assert out.d_loss.item() == pytest.approx(((lam * ce(0) + ce(1)) / 2).item(), rel=1e-6)
+    assert (gd[:, 0].abs().sum() > 0) == (lam > 0)   # right group: D learns only with lambda > 0
+    assert gd[:, 1].abs().sum() > 0                   # wrong group: always
+    # Generators keep the paper's gate: generator 1 learns nothing from group 1 (D picked it),
+    # and each generator's loss reaches only its own row.
+    assert gg[0][:, 1].abs().sum() == 0 and gg[0][1, 0] != 0
+    assert gg[1][2].abs().sum() > 0 and gg[0][2].abs().sum() == 0 and gg[1][1].abs().sum() == 0
+
+
+def test_rps_every_network_learns_from_every_group():
+    logits = torch.tensor([[3.0, 0.0], [1.0, 2.0], [0.0, 1.0]], requires_grad=True)
+    out = get_spec("rps").loss_fn()(logits)
+    gd, gg = _grads(out, logits)
+    assert (gd.abs().sum(0) > 0).all()
+    for k, g in enumerate(gg, start=1):
+        assert (g[k] != 0).all() and g[[j for j in range(3) if j != k]].abs().sum() == 0
+
+
+def test_gradient_penalty_value_and_parameter_gradient():
+    torch.manual_seed(0)
+    disc = Discriminator(2, stage_resolutions(28), width=16).double()
+    x = torch.rand(5, 1, 28, 28, dtype=torch.float64) * 2 - 1
+    # The value: per-image input gradients, one image at a time.
+    want = 0.0
+    for i in range(5):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(disc(xi).sum(), xi)
+        want += g.pow(2).sum().item() / 5
+    pen = gradient_penalty(disc, x)
+    assert pen.item() == pytest.approx(want, rel=1e-9)
+    # Its gradient in D's parameters (double backward) against central differences.
+    w = disc.head["fc"].weight
+    (gw,) = torch.autograd.grad(gradient_penalty(disc, x), w)
+    eps = 1e-6
+    for idx in [(0, 0), (0, 17), (0, 100)]:
+        with torch.no_grad():
+            w[idx] += eps
+        up = gradient_penalty(disc, x).item()
+        with torch.no_grad():
+            w[idx] -= 2 * eps
+        down = gradient_penalty(disc, x).item()
+        with torch.no_grad():
+            w[idx] += eps
+        assert gw[idx].item() == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-10)
+
+
+# (d_loss, g_losses) of 3 epochs x 3 steps (7, 14, 28 px) and the sum of all
+# parameters after them, for N = 1 and 2, recorded at commit 8ad6b94 (before
+# the variants existed) by the loop in test_literal_ps_recipe_is_unchanged.
+LITERAL_PS = {
+    1: ([(0.131153, [0.570927]), (0.262293, [0.437811]), (0.218206, [0.483907]),
+         (0.566047, [0.130615]), (0.347392, [0.347585]), (0.348087, [0.348837]),
+         (0.564156, [0.130059]), (0.43389, [0.260365]), (0.477326, [0.217044])], 44.38397),
+    2: ([(1.110675, [0.136916, 0.971329]), (1.037187, [0.479744, 0.693533]), (0.897419, [0.343809, 0.97085]),
+         (0.688575, [1.102441, 0.413197]), (0.826267, [0.964346, 0.412125]), (0.75672, [1.104156, 0.343733]),
+         (0.82509, [0.825079, 0.549436]), (0.618324, [0.893919, 0.686757]), (0.481553, [1.099596, 0.618636])],
+        98.93716),
+}
+
+
+def test_literal_ps_recipe_is_unchanged():
+    """`--loss ps` gives, step for step, the numbers of the code before the
+    variants existed (same seed, same data, same schedule)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        for n in (1, 2):
+            cfg = TrainConfig(generators=n, stage_epochs=(1, 1, 1), epochs=3,
+                              extra={"width": 16, "latent_dim": 8})
+            r = PSGANRecipe(cfg, image_size=28, channels=1, steps_per_epoch=4, device=CPU)
+            g = torch.Generator().manual_seed(1)
+            got = []
+            for ep in range(3):
+                r.begin_epoch(ep)
+                for _ in range(3):
+                    o = r.step(torch.rand(16, 1, 28, 28, generator=g) * 2 - 1)
+                    got.append((o.d_loss.item(), o.g_loss.tolist()))
+            steps, param_sum = LITERAL_PS[n]
+            for (d, gl), (wd, wg) in zip(got, steps):
+                assert d == pytest.approx(wd, rel=1e-4, abs=1e-5) and gl == pytest.approx(wg, rel=1e-4, abs=1e-5)
+            total = sum(p.double().sum().item() for m in r.modules().values() for p in m.parameters())
+            assert total == pytest.approx(param_sum, rel=1e-5)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_spec_knobs_set_explicitly_reproduce_the_literal_rule():
+    torch.manual_seed(5)
+    a = make(loss="ps")
+    torch.manual_seed(5)
+    b = make(loss="ps-soft", d_gate=0.0, g_gate=True)
+    for i in range(3):
+        for r in (a, b):
+            torch.manual_seed(100 + i)  # the same z for both
+            r.step(real_batch(seed=i))
+    for name, m in a.modules().items():
+        for (k, p), q in zip(m.state_dict().items(), b.modules()[name].state_dict().values()):
+            assert torch.allclose(p.float(), q.float(), atol=1e-6), (name, k)
+
+
+def test_alternating_update_matches_a_hand_written_one():
+    torch.manual_seed(2)
+    r = make(n=2, loss="rps", update="alternating")
+    gens = [copy.deepcopy(r.modules()[f"G{k}"]) for k in range(2)]
+    disc = copy.deepcopy(r.modules()["D"])
+    opts = {k: copy.deepcopy(o) for k, o in r.optimizers().items()}
+    # Rebind the copied optimisers to the copied parameters.
+    for name, net in [("G0", gens[0]), ("G1", gens[1]), ("D", disc)]:
+        opts[name] = torch.optim.Adam(net.parameters(), lr=r.lr, betas=r.betas)
+    real = real_batch(b=8, seed=1).contiguous(memory_format=torch.channels_last)
+    state = torch.random.get_rng_state()
+    r.step(real)
+    torch.random.set_rng_state(state)
+    z = torch.randn(8, 8)
+    loss = get_spec("rps").loss_fn()
+    fakes = [g(z) for g in gens]
+    out = loss(disc(torch.cat([real, *[f.detach() for f in fakes]])).view(3, 8))
+    out.d_loss.backward()
+    opts["D"].step()
+    for p in disc.parameters():
+        p.requires_grad_(False)
+    loss(disc(torch.cat([real, *fakes])).view(3, 8)).g_loss.backward()
+    opts["G0"].step()
+    opts["G1"].step()
+    for name, net in [("G0", gens[0]), ("G1", gens[1]), ("D", disc)]:
+        for p, q in zip(net.parameters(), r.modules()[name].parameters()):
+            assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_lazy_penalty_reaches_d_every_k_steps_with_weight_k():
+    gamma, k = 0.5, 3
+    grads = {}
+    for r1 in (0.0, gamma):
+        torch.manual_seed(4)
+        r = make(n=1, loss="rps", r1=r1, reg_every=k, update="alternating", lr=1e-30)
+        real = real_batch(seed=2)
+        disc = r.modules()["D"]
+        seen = []
+        for i in range(k + 1):
+            out = r.step(real)
+            seen.append((torch.cat([p.grad.flatten() for p in disc.parameters()]).clone(),
+                         "r1" in out.extras))
+        grads[r1] = seen
+    # Step 0 and step k penalise, the steps between do not.
+    assert [s[1] for s in grads[gamma]] == [True] + [False] * (k - 1) + [True]
+    assert [s[1] for s in grads[0.0]] == [False] * (k + 1)
+    torch.manual_seed(4)
+    disc = make(n=1, loss="rps", r1=gamma, reg_every=k, update="alternating").modules()["D"]  # same initial D
+    params = list(disc.parameters())
+    pen = 0.5 * gamma * k * gradient_penalty(disc, real_batch(seed=2).contiguous(memory_format=torch.channels_last))
+    want = [torch.zeros_like(p) if g is None else g
+            for g, p in zip(torch.autograd.grad(pen, params, allow_unused=True), params)]
+    diff = grads[gamma][0][0] - grads[0.0][0][0]
+    assert torch.allclose(diff, torch.cat([g.flatten() for g in want]), rtol=1e-3, atol=1e-6)
+    assert torch.equal(grads[gamma][1][0], grads[0.0][1][0])
+
+
+def test_deep_discriminator_transfers_its_shared_levels():
+    res = stage_resolutions(28)
+    d1, d2 = Discriminator(1, res, width=16, arch="deep"), Discriminator(2, res, width=16, arch="deep")
+    assert set(d1.mid) == {"14"} and set(d2.mid) == {"28", "14"}
+    shared = set(d1.state_dict()) & set(d2.state_dict())
+    assert {"mid.14.weight", "down.14.weight", "head.fc.weight"} <= shared
+    assert Discriminator(2, res, width=16)(torch.zeros(2, 1, 28, 28)).shape == (2,)
+    paper_keys = set(Discriminator(2, res, width=16).state_dict())
+    assert not any(k.startswith("mid.") for k in paper_keys)
+    with pytest.raises(ValueError, match="architecture"):
+        Discriminator(0, res, arch="wide")
+
+
+def test_penalty_step_counter_survives_resume():
+    r = make(n=1, loss="rps", r1=0.1, reg_every=2)
+    r.step(real_batch())
+    state = r.state()
+    assert state["steps"] == 1
+    r2 = make(n=1, loss="rps", r1=0.1, reg_every=2)
+    r2.load_state(state)
+    assert "r1" not in r2.step(real_batch()).extras  # step 1: not a penalty step
+    assert "r1" in r2.step(real_batch()).extras      # step 2: one
+
+
+def test_bad_knobs_are_refused():
+    with pytest.raises(ValueError, match="reg_every"):
+        make(loss="rps", r1=-1.0)
+    with pytest.raises(ValueError, match="update"):
+        make(loss="rps", update="sideways")
+    with pytest.raises(ValueError, match="gates"):
+        make(loss="bce", d_gate=0.5)

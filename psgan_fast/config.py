@@ -49,6 +49,7 @@ class TrainConfig:
     reg_every: int = 4               # lazy R1/R2: every K steps, weighted by K
     update: Optional[str] = None     # simultaneous | alternating
     d_arch: Optional[str] = None     # paper | deep (psgan_fast.stages.D_ARCHS)
+    skips: Optional[bool] = None     # image outputs/inputs at every level of the stage networks
     parallel: str = "auto"
     precision: str = "fp32"
     compile: Optional[bool] = None  # None: on for CUDA, off for CPU (measured slower there)
@@ -58,6 +59,7 @@ class TrainConfig:
     data_dir: Optional[str] = None
     out: Optional[str] = None
     resume: Optional[str] = None
+    overwrite: bool = False  # a fresh run may replace the run already in `out`
     max_steps: Optional[int] = None
     limit_batches: Optional[int] = None
     sample_every: int = 1

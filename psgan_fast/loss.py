@@ -231,6 +231,7 @@ class LossSpec:
     r2: float = 0.0       # gamma of the R2 penalty (fakes)
     update: str = "simultaneous"  # or "alternating": D steps, then G against the new D
     d_arch: str = "paper"  # psgan_fast.stages.D_ARCHS
+    skips: bool = False    # stage networks with an image output/input at every level (stages.py)
     summary: str = ""
 
     def loss_fn(self, d_gate: Optional[float] = None, g_gate: Optional[bool] = None):

@@ -104,7 +104,7 @@ class Generator(nn.Module):
     """Stage-k generator: stem + k up blocks + to_image (see module docstring)."""
 
     def __init__(self, stage: int, resolutions: Sequence[int], *, latent_dim: int = LATENT_DIM,
-                 channels: int = 1, width: int = WIDTH) -> None:
+                 channels: int = 1, width: int = WIDTH, skips: bool = False) -> None:
         super().__init__()
         if not 0 <= stage < len(resolutions):
             raise ValueError(f"stage {stage} out of range for {len(resolutions)} stages")
@@ -124,8 +124,20 @@ class Generator(nn.Module):
                 nn.BatchNorm2d(widths[i]),
                 nn.ReLU(inplace=True))
             for i in range(1, stage + 1)})
+        # skips: an image output at every level, each upsampled (nearest) and
+        # summed before the tanh (the "skip" generator of StyleGAN2, Karras et
+        # al. 2020). The outputs of the levels below this stage keep their
+        # names, so Algorithm 1 carries them over, and the new level's output
+        # starts at zero: right after a switch the generator draws the
+        # previous stage's images, upsampled, instead of a fresh layer's noise.
+        levels = range(stage + 1) if skips else (stage,)
+        self.skips = skips
         self.to_image = nn.ModuleDict({
-            str(self.resolution): nn.Conv2d(widths[stage], channels, 3, padding=1)})
+            str(resolutions[i]): nn.Conv2d(widths[i], channels, 3, padding=1) for i in levels})
+        if skips and stage > 0:
+            top = self.to_image[str(self.resolution)]
+            nn.init.zeros_(top.weight)
+            nn.init.zeros_(top.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         s = self.stem
@@ -138,16 +150,22 @@ class Generator(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         x = torch.relu(s["bn"](x))
         x = torch.relu(s["bn2"](s["conv"](x)))
-        for block in self.up.values():
+        if not self.skips:
+            for block in self.up.values():
+                x = block(x)
+            return torch.tanh(self.to_image[str(self.resolution)](x))
+        out = self.to_image[str(self.base)](x)
+        for res, block in self.up.items():
             x = block(x)
-        return torch.tanh(self.to_image[str(self.resolution)](x))
+            out = nn.functional.interpolate(out, scale_factor=2, mode="nearest") + self.to_image[res](x)
+        return torch.tanh(out)
 
 
 class Discriminator(nn.Module):
     """Stage-k discriminator: from_image + k down blocks + head; one logit per image."""
 
     def __init__(self, stage: int, resolutions: Sequence[int], *, channels: int = 1,
-                 width: int = WIDTH, arch: str = "paper") -> None:
+                 width: int = WIDTH, arch: str = "paper", skips: bool = False) -> None:
         super().__init__()
         if not 0 <= stage < len(resolutions):
             raise ValueError(f"stage {stage} out of range for {len(resolutions)} stages")
@@ -156,8 +174,16 @@ class Discriminator(nn.Module):
         widths = level_widths(len(resolutions), width)
         self.stage = stage
         self.resolution = resolutions[stage]
+        # skips: the image, area-downsampled, enters at every level through its
+        # own from_image (StyleGAN2's "skip" discriminator, added to the
+        # features there); the levels below this stage keep their names and
+        # the new top level's down block starts at zero, so right after a
+        # switch D scores an image as the previous stage's D scored it
+        # downsampled.
+        self.skips = skips
+        levels = range(stage, -1, -1) if skips else (stage,)
         self.from_image = nn.ModuleDict({
-            str(self.resolution): nn.Conv2d(channels, widths[stage], 3, padding=1)})
+            str(resolutions[i]): nn.Conv2d(channels, widths[i], 3, padding=1) for i in levels})
         # "deep": a Conv3x3 at each level before it is halved (SNGAN's
         # standard-CNN D has one there); named by resolution, so the levels a
         # stage switch keeps transfer under Algorithm 1 like the others.
@@ -171,6 +197,10 @@ class Discriminator(nn.Module):
             "conv": nn.Conv2d(widths[0], widths[0], 3, padding=1),
             "fc": nn.Linear(widths[0] * resolutions[0] ** 2, 1),
         })
+        if skips and stage > 0:
+            top = self.down[str(self.resolution)]
+            nn.init.zeros_(top.weight)
+            nn.init.zeros_(top.bias)
 
     def forward(self, x: torch.Tensor, route: Optional["GradRoute"] = None) -> torch.Tensor:
         """Images [B, C, r, r] -> logits [B].
@@ -185,11 +215,15 @@ class Discriminator(nn.Module):
                 return m(h)
             return _RoutedConv.apply(h, m.weight, m.bias, m.stride, m.padding, route, first)
 
+        image = x
         x = act(conv(self.from_image[str(self.resolution)], x, first=True), 0.2)
         for res, m in self.down.items():
             if res in self.mid:
                 x = act(conv(self.mid[res], x), 0.2)
             x = act(conv(m, x), 0.2)
+            if self.skips:  # the image enters again at the level below (see __init__)
+                image = nn.functional.avg_pool2d(image, 2)
+                x = x + act(conv(self.from_image[str(image.shape[-1])], image, first=True), 0.2)
         x = act(conv(self.head["conv"], x), 0.2)
         fc = self.head["fc"]
         weight = fc.weight

@@ -257,3 +257,59 @@ def test_bad_knobs_are_refused():
         make(loss="rps", update="sideways")
     with pytest.raises(ValueError, match="gates"):
         make(loss="bce", d_gate=0.5)
+
+
+@pytest.mark.parametrize("arch,skips", [("paper", False), ("deep", False), ("paper", True)])
+@pytest.mark.parametrize("loss", ["ps", "rps"])
+def test_routed_single_backward_equals_two_passes(arch, skips, loss):
+    """D's routed backward (one pass, loss.GradRoute) gives D's parameters
+    exactly d_loss's gradient and the fakes exactly g_loss's, for every
+    discriminator the variants build."""
+    from psgan_fast.loss import GradRoute, routed_backward
+
+    torch.manual_seed(0)
+    disc = Discriminator(2, stage_resolutions(28), width=16, arch=arch, skips=skips)
+    if skips:  # give the zero-initialised top block weights, so every path carries gradient
+        torch.nn.init.normal_(disc.down["28"].weight, std=0.1)
+    fn = get_spec(loss).loss_fn()
+    real = real_batch(b=6)
+    fakes = torch.randn(12, 1, 28, 28, requires_grad=True)
+    out = fn(disc(torch.cat([real, fakes])).view(3, 6))
+    d_params = list(disc.parameters())
+    want_d = torch.autograd.grad(out.d_loss, d_params, retain_graph=True)
+    (want_f,) = torch.autograd.grad(out.g_loss, fakes)
+    route = GradRoute(input_rows=slice(6, None))
+    logits = disc(torch.cat([real, fakes]), route=route).view(3, 6)
+    routed_backward(logits, fn, route)
+    for p, w in zip(d_params, want_d):
+        assert torch.allclose(p.grad, w, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(fakes.grad, want_f, rtol=1e-4, atol=1e-8)
+
+
+def test_skip_networks_continue_the_previous_stage_after_a_switch():
+    """With skips, the stage-k networks built by a switch (Algorithm 1 at
+    alpha = 0, i.e. the shared layers copied) draw and score exactly as the
+    stage-(k-1) ones did, upsampled / downsampled."""
+    from psgan_fast.stages import Generator
+    from psgan_fast.transfer import mix_weights
+
+    res = stage_resolutions(28)
+    torch.manual_seed(1)
+    for k in (1, 2):
+        g_old, g_new = Generator(k - 1, res, width=16, skips=True), Generator(k, res, width=16, skips=True)
+        d_old, d_new = Discriminator(k - 1, res, width=16, skips=True), Discriminator(k, res, width=16, skips=True)
+        mix_weights(g_old, g_new, 0.0)
+        mix_weights(d_old, d_new, 0.0)
+        g_old.eval(), g_new.eval()
+        z = torch.randn(4, 128)
+        before = torch.atanh(g_old(z).double().clamp(-1 + 1e-7, 1 - 1e-7))
+        want = torch.tanh(F.interpolate(before, scale_factor=2, mode="nearest"))
+        assert torch.allclose(g_new(z).double(), want, atol=1e-5)
+        x = torch.rand(4, 1, res[k], res[k])
+        assert torch.allclose(d_new(x), d_old(F.avg_pool2d(x, 2)), atol=1e-6)
+        # Without skips the new stage starts from a fresh output layer: not continuous.
+        p_old, p_new = Generator(k - 1, res, width=16), Generator(k, res, width=16)
+        mix_weights(p_old, p_new, 0.0)
+        p_old.eval(), p_new.eval()
+        up = F.interpolate(p_old(z), scale_factor=2, mode="nearest")
+        assert (p_new(z) - up).abs().max() > 1e-2

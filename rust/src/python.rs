@@ -84,7 +84,10 @@ impl BatchStreamCore {
         let bytes = images
             .as_slice()
             .map_err(|_| PyValueError::new_err("images must be a C-contiguous uint8 array"))?;
-        let item_size: usize = item_shape.iter().product();
+        let item_size = item_shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| PyValueError::new_err(format!("item shape {item_shape:?} overflows")))?;
         let n = images.shape().first().copied().unwrap_or(0);
         if item_size.checked_mul(n) != Some(bytes.len()) {
             return Err(PyValueError::new_err(format!(

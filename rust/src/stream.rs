@@ -32,6 +32,11 @@ impl std::fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// Most batches the background thread may gather ahead. The channel
+/// allocates its slots up front, so an unbounded value (say 10^9) would be
+/// an allocation failure, i.e. a process abort, instead of an error.
+pub const MAX_PREFETCH: usize = 1024;
+
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
     pub batch_size: usize,
@@ -57,8 +62,11 @@ impl StreamConfig {
                 self.rank, self.world_size
             )));
         }
-        if self.prefetch == 0 {
-            return Err(StreamError("prefetch must be at least 1".into()));
+        if self.prefetch == 0 || self.prefetch > MAX_PREFETCH {
+            return Err(StreamError(format!(
+                "prefetch must be between 1 and {MAX_PREFETCH}, got {}",
+                self.prefetch
+            )));
         }
         Ok(())
     }
@@ -83,6 +91,12 @@ impl Dataset {
             return Err(StreamError(format!(
                 "{} image bytes do not split into {n} equal items",
                 images.len()
+            )));
+        }
+        if u32::try_from(n).is_err() {
+            return Err(StreamError(format!(
+                "{n} items: at most {} are supported (indices are u32)",
+                u32::MAX
             )));
         }
         if let Some(l) = &labels {
@@ -315,5 +329,13 @@ mod tests {
         assert!(cfg(4, true, 2, 2).validate().is_err());
         assert!(Dataset::new(vec![0; 12], 3, Some(vec![0; 2])).unwrap_err().0.contains("mismatch"));
         assert!(Dataset::new(vec![0; 13], 3, None).is_err());
+    }
+
+    #[test]
+    fn prefetch_is_bounded_before_any_channel_is_made() {
+        for (prefetch, ok) in [(0, false), (1, true), (MAX_PREFETCH, true), (MAX_PREFETCH + 1, false), (1_000_000_000, false)] {
+            let c = StreamConfig { prefetch, ..cfg(4, true, 0, 1) };
+            assert_eq!(c.validate().is_ok(), ok, "prefetch {prefetch}");
+        }
     }
 }

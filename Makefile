@@ -27,7 +27,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 RUST_SOURCES := $(shell find rust/src -name '*.rs') rust/Cargo.toml rust/Cargo.lock
 PY_BUILD_FILES := pyproject.toml
 
-.PHONY: setup venv install data train test test-rust test-python bench clean
+.PHONY: setup venv install data train test test-rust test-python bench gpu-check clean
 
 setup: install data
 
@@ -59,8 +59,10 @@ venv: $(VENV_DIR)/.complete
 
 install: venv .make/installed
 
+# Everything the test suite reads: MNIST and Fashion-MNIST, found or fetched
+# into the cache and verified (see psgan_fast/data.py for the sources).
 data: install
-	$(PY) -m psgan_fast.data fetch
+	$(PY) -m psgan_fast.data fetch --dataset mnist fashion-mnist
 
 train: setup
 	$(PY) -m psgan_fast.train --generators 3 $(ARGS)
@@ -75,6 +77,12 @@ test: setup test-rust test-python
 
 bench: setup
 	$(PY) -m pytest bench/ --benchmark-only $(PYTEST_ARGS)
+
+# On a machine with CUDA: the CUDA-only tests and the GPU benchmark
+# comparisons in under 8 minutes, summary in runs/gpu-check.md. Without CUDA it
+# says so in one line and exits 0.
+gpu-check: setup
+	@$(PY) -m psgan_fast.gpu_check --out runs/gpu-check.md
 
 clean:
 	rm -rf .make .venv psgan_fast/_core*.so .pytest_cache .benchmarks

@@ -340,32 +340,25 @@ def test_fetch_of_a_folder_checks_the_images_file(tmp_path, cache, capsys, image
     assert bad.name in err and any(w in err for w in ("magic", "type byte", "count")), err
 
 
-def test_a_zeros_bomb_placed_as_mnist_is_refused_at_its_header(tmp_path, cache, mnist_test):
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(mnist_test[1])
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(zeros_gz(1 << 30))
-    with pytest.raises(IdxFormatError, match="type byte"):
-        mnist(folder, "test")
+FORGED_TEST_IMAGES = {  # MNIST's t10k images replaced by: (content from the real bytes, error, message)
+    "a zeros bomb, refused at its header": (lambda real: zeros_gz(1 << 30), IdxFormatError, "type byte"),
+    "the real images + 1 GiB of zeros, read one byte past the header's promise":
+        (lambda real: gzip.compress(real, 1) + zeros_gz(1 << 30), IdxFormatError, "trailing data"),
+    "a header claiming 2.35 GB, refused unread":
+        (lambda real: gzip.compress(idx_bytes([3_000_000, 28, 28], b"")), DataVerificationError,
+         r"shape is \(3000000, 28, 28\), expected \(10000, 28, 28\)"),
+}
 
 
-def test_verification_stops_where_the_header_says(tmp_path, cache, mnist_test):
+@pytest.mark.parametrize("case", list(FORGED_TEST_IMAGES))
+def test_forged_mnist_files_are_refused_cheaply(tmp_path, cache, mnist_test, case):
+    make, error, message = FORGED_TEST_IMAGES[case]
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(mnist_test[1])
     with data._open_decompressed(mnist_test[0]) as src:
-        real = src.read()
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(real, 1) + zeros_gz(1 << 30))
-    with pytest.raises(IdxFormatError, match="trailing data"):
-        mnist(folder, "test")
-
-
-def test_a_header_claiming_more_than_mnist_is_refused_unread(tmp_path, cache, mnist_test):
-    folder = tmp_path / "m"
-    folder.mkdir()
-    (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(mnist_test[1])
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes([3_000_000, 28, 28], b"")))
-    with pytest.raises(DataVerificationError, match=r"shape is \(3000000, 28, 28\), expected \(10000, 28, 28\)"):
+        (folder / "t10k-images-idx3-ubyte.gz").write_bytes(make(src.read()))
+    with pytest.raises(error, match=message):
         mnist(folder, "test")
 
 

@@ -4,7 +4,8 @@ finishes in under 8 minutes, with a short Markdown summary.
 Steps (each a pytest run in a child process, within a share of the budget):
 
 1. the CUDA-only tests: the N generators run sequential vs fused vs CUDA
-   streams, torch.compile against eager, nccl with one process
+   streams, torch.compile against eager (G and D, forward and backward),
+   nccl with one process
    (tests/test_gpu_check.py, tests/test_parallel.py), and the Triton kernels
    compiled for real against their PyTorch references
    (tests/test_kernels_*.py run on CUDA tensors when CUDA is present);

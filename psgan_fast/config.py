@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 MODELS = ("psgan", "sngan", "sngan-nosn", "progan")
-LOSSES = ("ps", "bce", "ps-soft", "rps")  # psgan_fast.loss.LOSSES: the specs
+LOSSES = ("ps", "bce", "ps-soft", "rps", "rps-r1r2-skips")  # psgan_fast.loss.LOSSES: the specs
+# What `--model psgan` trains by default: the winner of the ablation in
+# docs/DESIGN.md. `--loss ps` is the paper's Algorithm 2 read literally.
+RECOMMENDED_LOSS = "rps-r1r2-skips"
 UPDATES = ("simultaneous", "alternating")
 D_ARCHS = ("paper", "deep")
 PARALLEL = ("auto", "fused", "streams", "sequential")
@@ -39,7 +42,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: Optional[float] = None
     betas: Optional[tuple[float, float]] = None
-    loss: str = "ps"
+    loss: str = RECOMMENDED_LOSS
     # PS-GAN's update-rule knobs. None takes the value of the chosen --loss's
     # spec (psgan_fast.loss.LOSSES), so `--loss ps` alone is Algorithm 2.
     d_gate: Optional[float] = None   # lambda: D's weight on groups it got right

@@ -252,6 +252,11 @@ LOSSES = {
                         "groups it got right (weight d_gate); generators gated as in the paper"),
     "rps": LossSpec(group_loss, d_gate=1.0, g_gate=False, summary="the ungated N+1-way relativistic "
                     "softmax (RpGAN at N = 1)"),
+    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md has the
+    # ablation that chose it): rps, R1 + R2 as R3GAN regularises RpGAN, and
+    # skip stage networks so that a stage switch continues instead of restarting.
+    "rps-r1r2-skips": LossSpec(group_loss, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True,
+                               summary="rps + R1/R2 (gamma 0.1, lazy) + skip stage networks (recommended)"),
 }
 
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
+from psgan_fast.config import D_ARCHS, DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, UPDATES, TrainConfig
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -92,7 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch-size", type=_positive_int, default=d.batch_size, help="images per batch (the paper: 64)")
     a("--lr", type=_float, default=None, help="learning rate (default: the model's published value)")
     a("--betas", type=_betas, default=None, help="Adam betas, e.g. 0.5,0.999 (default: the model's)")
-    a("--loss", choices=LOSSES, default=d.loss, help="ps: Algorithm 2; bce: non-saturating BCE (ablation)")
+    a("--loss", choices=LOSSES, default=d.loss,
+      help=f"PS-GAN's update rule (default {d.loss}, the recommended one; ps: the paper's Algorithm 2 read "
+           "literally; the others are ablation variants, see psgan_fast.loss.LOSSES)")
+    a("--d-gate", type=_float, default=None, help="lambda: D's weight on the groups it got right (default: the loss's)")
+    a("--g-gate", action=argparse.BooleanOptionalAction, default=None,
+      help="generator k skips the groups where D picked its fake (default: the loss's)")
+    a("--r1", type=_float, default=None, help="gamma of the R1 penalty on real images (default: the loss's)")
+    a("--r2", type=_float, default=None, help="gamma of the R2 penalty on fakes (default: the loss's)")
+    a("--reg-every", type=_positive_int, default=d.reg_every, help="R1/R2 every K steps (lazy), weighted by K")
+    a("--update", choices=UPDATES, default=None, help="simultaneous (the paper's) or alternating D/G steps "
+      "(default: the loss's)")
+    a("--d-arch", choices=D_ARCHS, default=None, help="PS-GAN's discriminator (default: the loss's)")
+    a("--skips", action=argparse.BooleanOptionalAction, default=None,
+      help="skip stage networks: an image output/input at every level (default: the loss's)")
     a("--parallel", choices=PARALLEL, default=d.parallel, help="how the N generators run")
     a("--precision", choices=PRECISIONS, default=d.precision, help="bf16 autocast or plain fp32")
     a("--compile", action=argparse.BooleanOptionalAction, default=None,

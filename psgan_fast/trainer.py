@@ -111,6 +111,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         need(len(cfg.betas) == 2 and all(0.0 <= b < 1.0 for b in cfg.betas), "--betas",
              f"needs two values in [0, 1), got {cfg.betas}")
     need(cfg.loss in LOSSES, "--loss", f"choose from {', '.join(LOSSES)}")
+    _validate_psgan_knobs(cfg, need)
     need(cfg.parallel in PARALLEL, "--parallel", f"choose from {', '.join(PARALLEL)}")
     need(cfg.precision in PRECISIONS, "--precision", f"choose from {', '.join(PRECISIONS)}")
     need(cfg.device in DEVICES, "--device", f"choose from {', '.join(DEVICES)}")
@@ -124,6 +125,23 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.log_every >= 1, "--log-every", f"must be >= 1, got {cfg.log_every}")
     need(cfg.seed >= 0, "--seed", f"must be >= 0, got {cfg.seed}")
     return dataclasses.replace(cfg, generators=n)
+
+
+def _validate_psgan_knobs(cfg: TrainConfig, need) -> None:
+    """PS-GAN's update-rule knobs (None: the --loss spec's own value)."""
+    from psgan_fast.config import D_ARCHS, UPDATES
+    from psgan_fast.loss import group_loss, get_spec
+
+    need(cfg.d_gate is None or (math.isfinite(cfg.d_gate) and 0.0 <= cfg.d_gate <= 1.0), "--d-gate",
+         f"must be in [0, 1], got {cfg.d_gate}")
+    grouped = get_spec(cfg.loss).fn is group_loss if cfg.loss in LOSSES else True
+    need(grouped or (cfg.d_gate is None and cfg.g_gate is None), "--d-gate" if cfg.d_gate is not None else "--g-gate",
+         f"the gates apply to the group-softmax losses (ps-soft, rps, ...), not to --loss {cfg.loss}")
+    for flag, v in (("--r1", cfg.r1), ("--r2", cfg.r2)):
+        need(v is None or (math.isfinite(v) and v >= 0.0), flag, f"must be a number >= 0, got {v}")
+    need(cfg.reg_every >= 1, "--reg-every", f"must be >= 1, got {cfg.reg_every}")
+    need(cfg.update is None or cfg.update in UPDATES, "--update", f"choose from {', '.join(UPDATES)}")
+    need(cfg.d_arch is None or cfg.d_arch in D_ARCHS, "--d-arch", f"choose from {', '.join(D_ARCHS)}")
 
 
 def resolve_device(name: str) -> torch.device:

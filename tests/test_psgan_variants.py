@@ -34,6 +34,9 @@ def real_batch(b=8, seed=0):
 
 def test_choice_lists_agree():
     assert tuple(LOSSES) == config.LOSSES
+    assert config.TrainConfig().loss == config.RECOMMENDED_LOSS in LOSSES
+    spec = get_spec(config.RECOMMENDED_LOSS)  # what --model psgan trains unless told otherwise
+    assert (spec.d_gate, spec.g_gate, spec.skips) == (1.0, False, True) and spec.r1 > 0 and spec.r2 > 0
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -136,7 +139,7 @@ def test_literal_ps_recipe_is_unchanged():
     try:
         torch.manual_seed(0)
         for n in (1, 2):
-            cfg = TrainConfig(generators=n, stage_epochs=(1, 1, 1), epochs=3,
+            cfg = TrainConfig(generators=n, stage_epochs=(1, 1, 1), epochs=3, loss="ps",
                               extra={"width": 16, "latent_dim": 8})
             r = PSGANRecipe(cfg, image_size=28, channels=1, steps_per_epoch=4, device=CPU)
             g = torch.Generator().manual_seed(1)

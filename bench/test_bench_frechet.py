@@ -1,7 +1,7 @@
 """FID statistics at Inception width (d = 2048) on this machine.
 
 * Fréchet distance, covariances given: psgan_fast's Rust core (Cholesky +
-  two-stage symmetric tridiagonalisation, DESIGN.md §4; and the same core
+  two-stage symmetric tridiagonalisation, docs/DESIGN.md §4; and the same core
   with ``eigensolver="faer"``, the faer crate's own routine) against
   torch-fidelity's formula, ``numpy.linalg.eigvals(Σ1 Σ2)``, and
   pytorch-fid's ``scipy.linalg.sqrtm(Σ1 Σ2)``.

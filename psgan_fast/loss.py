@@ -1,7 +1,14 @@
-"""PS-GAN's loss update (paper §3.4, Algorithm 2) for N generators, and a
-non-saturating BCE loss for ablation (`--loss bce`).
+"""PS-GAN's loss update (paper §3.4, Algorithm 2) for N generators, its
+variants, and a non-saturating BCE loss for ablation (`--loss bce`).
 
-Algorithm 2 for any N (DESIGN.md §3). The discriminator gives one logit per
+`LOSSES` registers each update rule as a `LossSpec`: the loss function and
+its default knobs (gates, R1/R2, update order, D architecture, skip stage
+networks). "ps" is Algorithm 2 read literally (below); "ps-soft" lets D
+learn from the groups it got right too; "rps" drops both gates (the N+1-way
+relativistic softmax); "rps-r1r2-skips" is the recommended default
+(docs/DESIGN.md §3 has the ablation behind it).
+
+Algorithm 2 for any N (docs/DESIGN.md §3). The discriminator gives one logit per
 image. A *group* is one real image and one fake from each generator; the
 softmax over its N+1 logits (index 0 = real, index k = generator k's fake)
 says which image D believes is real, and D's classification is the image

@@ -10,7 +10,7 @@ Conventions every recipe follows:
 * Images are float tensors in [-1, 1] (tanh generators), NCHW, on the
   recipe's device. `step` receives real images at the *full* data
   resolution; a recipe that trains at a lower resolution downsamples them
-  itself (area interpolation, DESIGN.md §3).
+  itself (area interpolation, docs/DESIGN.md §3).
 * `step` must not call `.item()` or otherwise synchronise with the device:
   it returns detached tensors and the loop decides when to read them.
 * Everything needed to continue exactly is reachable through `modules()`,

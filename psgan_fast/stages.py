@@ -1,4 +1,4 @@
-"""PS-GAN's stage networks and the stage schedule (paper §3.2, DESIGN.md §3).
+"""PS-GAN's stage networks and the stage schedule (paper §3.2, docs/DESIGN.md §3).
 
 Stepwise training trains a simple pair (G0, D0), then a more complex pair
 (G1, D1), then (G2, D2). Unlike ProGAN, each stage is a whole network of its
@@ -43,6 +43,12 @@ plus one ``down`` block and a different ``from_image``. Under Algorithm 1
 the stem/head and all earlier blocks map; ``to_image.*``/``from_image.*``
 and the new block are reported as "missing in old" and keep their fresh
 initialisation.
+
+With ``skips=True`` (the recommended PS-GAN, docs/DESIGN.md §3 "Stages")
+the generator has a ``to_image.<r>`` at every level, upsampled and summed
+before the tanh, and the discriminator a ``from_image.<r>`` at every level
+fed the area-downsampled image; the new level's ``to_image`` (G) and top
+``down`` block (D) start at zero, so a switch continues the previous stage.
 
 Sizes at the default widths (latent 128, width 64, MNIST): the generator
 has 0.44M / 0.47M / 0.48M parameters at stages 0/1/2 (the stem's Linear

@@ -4,7 +4,7 @@
 
 alpha = 0.1 (the paper's value) keeps mostly the trained old weights and a
 little of the fresh initialisation. The paper loops over the old model's
-names; stage networks differ (`psgan_fast.stages`), so DESIGN.md §3 fixes
+names; stage networks differ (`psgan_fast.stages`), so docs/DESIGN.md §3 fixes
 what happens to names that do not match:
 
 * name in both, same shape, floating point -> mixed by the formula above

@@ -1,6 +1,6 @@
 """PS-GAN's Algorithm 1 (weight transfer at a stage switch) over a whole model, fused.
 
-Semantics are those of the reference, :mod:`psgan_fast.transfer` (DESIGN.md
+Semantics are those of the reference, :mod:`psgan_fast.transfer` (docs/DESIGN.md
 §3): for every name of the new model's state dict,
 
 * same name and shape in old, both floating point (or complex):

@@ -2,7 +2,7 @@
 
 ``frechet_distance`` runs in Rust (``psgan_fast._core``): Cholesky Σ1 = L Lᵀ,
 then tr √(Σ1 Σ2) = Σ √λᵢ over the eigenvalues of the symmetric Lᵀ Σ2 L
-(DESIGN.md §4), with the GIL released. When Σ1 is singular (fewer samples
+(docs/DESIGN.md §4), with the GIL released. When Σ1 is singular (fewer samples
 than dimensions) it uses the Cholesky of Σ2, and when both are singular a
 rank-revealing pivoted Cholesky; ``frechet_distance_details`` says which.
 

@@ -1,4 +1,4 @@
-"""ProGAN baseline (Karras et al. 2017; DESIGN.md §2): progressive growing in place.
+"""ProGAN baseline (Karras et al. 2017; docs/DESIGN.md §2): progressive growing in place.
 
 G and D are built whole from the start and grow by switching blocks on:
 phase k trains at ``resolutions[k]`` = image_size / 4, / 2, / 1 (7, 14, 28

@@ -1,5 +1,10 @@
 """PS-GAN as a recipe: N parallel generators, one discriminator, stepwise
-stages with Algorithm 1 at each switch, Algorithm 2 as the update rule.
+stages with Algorithm 1 at each switch, and the update rule of `cfg.loss`
+(`psgan_fast.loss.LOSSES`: "ps" is the paper's Algorithm 2 read literally,
+the default "rps-r1r2-skips" the recommended variant, docs/DESIGN.md §3).
+Variants may add lazy R1/R2 penalties (their own pass into D's gradients),
+an alternating update (D steps, then G against the new D) and the skip
+stage networks (`psgan_fast.stages`).
 
 The parts live where a reader looks for them: the stage networks and the
 schedule in `psgan_fast.stages`, Algorithm 1 in `psgan_fast.transfer` (run

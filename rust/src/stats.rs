@@ -9,7 +9,7 @@
 //! a non-symmetric matrix), torch-fidelity sums `√` of
 //! `numpy.linalg.eigvals(Σ1 Σ2)` (a non-symmetric eigenproblem). Both are
 //! slow at d = 2048 and produce complex noise. Here the trace is taken
-//! through a *symmetric* eigenproblem (DESIGN.md §4): with Σ1 = L Lᵀ
+//! through a *symmetric* eigenproblem (docs/DESIGN.md §4): with Σ1 = L Lᵀ
 //! (Cholesky), Σ1 Σ2 = L (Lᵀ Σ2 L) L⁻¹ is similar to M = Lᵀ Σ2 L, which is
 //! symmetric positive semidefinite, so its eigenvalues λᵢ are real and
 //! tr √(Σ1 Σ2) = Σ √λᵢ. Cost: one Cholesky (faer), two triangular products

@@ -60,7 +60,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the recommended PS-GAN rows, per-row seeds, --jobs
 # Share of the budget that the predicted training + evaluation may take;
 # the rest absorbs prediction error (a shared machine's load changes).
 TARGET_FRACTION = 0.85
@@ -74,20 +74,31 @@ DEFAULT_EVAL_SAMPLES = 500  # per generator, per epoch (FID-vs-time curves)
 # Per-run overheads the calibration does not time (seconds; conservative).
 RUN_OVERHEAD_S = 4.0  # building the trainer, loading generators for the final evaluation
 CHECKPOINT_S = 0.5  # per epoch
+# With --jobs J, J runs train at once (one process each); the planner counts
+# J * JOBS_EFFICIENCY runs' worth of work per wall-clock second (the longest
+# run and the shared memory bus keep it below J).
+JOBS_EFFICIENCY = 0.8
 
 # (row id, model, generators, paper seconds, paper ratio vs SNGAN): Table 3.
-from psgan_fast.bench.timing import TABLE3  # noqa: E402
+# The recommended PS-GAN rows (psgan-rec-gN) train beside them with the default loss.
+from psgan_fast.bench.timing import RECOMMENDED_ROWS, TABLE3, row_loss  # noqa: E402
 from psgan_fast.fsutil import atomic_write_text, read_jsonl  # noqa: E402
 
-ROW_IDS = tuple(r[0] for r in TABLE3)
-ROWS = {r[0]: {"model": r[1], "generators": r[2], "paper_seconds": r[3], "paper_ratio": r[4]} for r in TABLE3}
+PAPER_ROW_IDS = tuple(r[0] for r in TABLE3)
+REC_ROW_IDS = tuple(r[0] for r in RECOMMENDED_ROWS)
+ROW_IDS = PAPER_ROW_IDS + REC_ROW_IDS
+ROWS = {r[0]: {"model": r[1], "generators": r[2], "paper_seconds": r[3], "paper_ratio": r[4], "loss": row_loss(r[0])}
+        for r in TABLE3 + RECOMMENDED_ROWS}
 LABELS = {
     "sngan": "SNGAN", "sngan-nosn": "SNGAN variant", "progan": "ProGAN",
     "psgan-g1": "PS-GAN (1 gen)", "psgan-g2": "PS-GAN (2 gens)", "psgan-g3": "PS-GAN (3 gens)",
+    **{f"psgan-rec-g{n}": f"PS-GAN recommended ({n} gen{'s' if n > 1 else ''})" for n in (1, 2, 3)},
 }
 DESCRIPTIONS = {
     "sngan": "spectral norm on D", "sngan-nosn": "spectral norm removed", "progan": "progressive layer growth",
     "psgan-g1": "stepwise + 1 generator", "psgan-g2": "stepwise + 2 generators", "psgan-g3": "stepwise + 3 generators",
+    **{f"psgan-rec-g{n}": f"recommended update (--loss {ROWS[f'psgan-rec-g{n}']['loss']}), {n} generator(s)"
+       for n in (1, 2, 3)},
 }
 # Table 2 (FID, IS) and Table 4 (generators -> seconds, ratio, FID ± sd, IS ± sd).
 PAPER_TABLE2 = {"sngan": (8.34, 11.6), "progan": (7.29, 12.7), "psgan-g2": (6.87, 12.2)}
@@ -171,6 +182,17 @@ def run_name(row: str, seed: int) -> str:
     return f"{row}-s{seed}"
 
 
+def seeds_of(plan: dict, row: str) -> list[int]:
+    """The seeds a row trains: every planned seed, or only the first for a
+    row outside --seed-rows."""
+    rows = plan.get("seed_rows")
+    return list(plan["seeds"]) if rows is None or row in rows else list(plan["seeds"][:1])
+
+
+def plan_runs(plan: dict) -> list[tuple[str, int]]:
+    return [(row, seed) for seed in plan["seeds"] for row in plan["rows"] if seed in seeds_of(plan, row)]
+
+
 def stage_split(epochs: int) -> tuple[int, ...]:
     from psgan_fast.config import default_stage_epochs
 
@@ -210,12 +232,18 @@ def predict(cal: dict, rows: Sequence[str], epochs: int, batches: int, *, seeds:
             "per_batch": per_batch,
         }
         out[row]["total"] = out[row]["train"] + out[row]["eval"] + out[row]["overhead"]
-    total = seeds * sum(r["total"] for r in out.values())
-    return {"runs": out, "total_seconds": total, "train_seconds": seeds * sum(r["train"] for r in out.values())}
+    total = sum(_count(seeds, r) * v["total"] for r, v in out.items())
+    return {"runs": out, "total_seconds": total,
+            "train_seconds": sum(_count(seeds, r) * v["train"] for r, v in out.items())}
+
+
+def _count(seeds, row: str) -> int:
+    """Seeds of `row`: `seeds` is one count for every row or {row: count}."""
+    return int(seeds[row]) if isinstance(seeds, dict) else int(seeds)
 
 
 def choose_schedule(cal: dict, *, budget_seconds: float, spent_seconds: float, seeds: int, full_batches: int,
-                    eval_samples: int, final_samples: int, rows: Sequence[str] = ROW_IDS) -> dict:
+                    eval_samples: int, final_samples: int, rows: Sequence[str] = ROW_IDS, jobs: int = 1) -> dict:
     """Epochs and batches per epoch such that the predicted time of all runs
     fits TARGET_FRACTION of the budget minus what is already spent.
 
@@ -223,13 +251,14 @@ def choose_schedule(cal: dict, *, budget_seconds: float, spent_seconds: float, s
     for batches when the batches per epoch would fall below MIN_BATCHES;
     once whole epochs fit (full_batches), adds epochs instead.
     """
-    target = TARGET_FRACTION * budget_seconds - spent_seconds
+    # J parallel jobs do about J * JOBS_EFFICIENCY runs' worth of work per second.
+    target = TARGET_FRACTION * budget_seconds * (1 if jobs <= 1 else jobs * JOBS_EFFICIENCY) - spent_seconds
 
     def fit(epochs: int) -> int:
         fixed = predict(cal, rows, epochs, 0, seeds=seeds, eval_samples=eval_samples,
                         final_samples=final_samples)["total_seconds"]
-        per_b = seeds * sum(predict(cal, rows, epochs, 1, seeds=1, eval_samples=0, final_samples=0)["runs"][r]
-                            ["per_batch"] for r in rows)
+        per_b = sum(_count(seeds, r) * predict(cal, rows, epochs, 1, seeds=1, eval_samples=0,
+                                               final_samples=0)["runs"][r]["per_batch"] for r in rows)
         return int(math.floor((target - fixed) / per_b)) if per_b > 0 else full_batches
 
     epochs = PREFERRED_EPOCHS
@@ -363,7 +392,7 @@ def train_config(plan: dict, row: str, seed: int, run_dir: Path):
     staged = spec["model"] in ("psgan", "progan")
     extra = {"eval_samples": int(sch["eval_samples"])}
     return TrainConfig(
-        model=spec["model"], generators=spec["generators"], epochs=int(sch["epochs"]),
+        model=spec["model"], generators=spec["generators"], loss=spec["loss"], epochs=int(sch["epochs"]),
         stage_epochs=tuple(sch["stage_epochs"]) if staged else None, batch_size=BATCH_SIZE,
         device=plan["device"], seed=seed, data_dir=plan.get("data_dir"), out=str(run_dir),
         limit_batches=None if sch["full_epoch"] else int(sch["limit_batches"]),
@@ -378,7 +407,7 @@ def _check_run_matches(run_dir: Path, cfg) -> None:
         return
     saved = doc.get("config", {})
     want = cfg.to_json()
-    for k in ("model", "generators", "epochs", "stage_epochs", "batch_size", "seed", "limit_batches"):
+    for k in ("model", "generators", "loss", "epochs", "stage_epochs", "batch_size", "seed", "limit_batches"):
         a, b = saved.get(k), want.get(k)
         if k == "stage_epochs" and a is None:
             continue  # frozen to the default split by the trainer on resume
@@ -407,6 +436,43 @@ def train_run(plan: dict, row: str, seed: int, run_dir: Path, step_limit: Option
                           max_steps=None if step_limit is None else step0 + step_limit)
     train(cfg)
     return run_status(run_dir)[1] - step0
+
+
+def _train_worker(plan: dict, row: str, seed: int, run_dir: str, threads: Optional[int]) -> str:
+    """One run in a worker process (--jobs): train it, or mark it failed."""
+    import torch
+
+    from psgan_fast.trainer import TrainingDiverged
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        train_run(plan, row, seed, Path(run_dir), None)
+    except TrainingDiverged as e:
+        _write_json(Path(run_dir) / "FAILED.json", {"error": "diverged", "detail": str(e)})
+        return "diverged"
+    return "complete"
+
+
+def train_parallel(out: Path, plan: dict, runs: Sequence[tuple[str, int]], jobs: int) -> None:
+    """Train every unfinished run, `jobs` at a time (one process each),
+    the longest predicted first so that the last ones finish together."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pred = (plan.get("prediction") or {}).get("runs", {})
+    todo = [(row, seed) for row, seed in runs
+            if run_status(out / "runs" / run_name(row, seed))[0] in ("new", "partial")]
+    todo.sort(key=lambda rs: -pred.get(rs[0], {}).get("total", 0.0))
+    if not todo:
+        return
+    _log(f"training {len(todo)} run(s), {jobs} at a time ...")
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(_train_worker, plan, row, seed, str(out / "runs" / run_name(row, seed)),
+                            plan["flags"].get("threads")): (row, seed) for row, seed in todo}
+        for i, fut in enumerate(as_completed(futs), 1):
+            row, seed = futs[fut]
+            _log(f"  trained {i}/{len(todo)}: {row} seed {seed} ({fut.result()})")
 
 
 def train_seconds(run_dir: Path) -> Optional[float]:
@@ -446,7 +512,8 @@ def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
     result = {
         "fid": res["union"]["fid"], "is_mean": res["union"]["is_mean"], "is_std": res["union"]["is_std"],
         "class_histogram": res["union"].get("class_histogram"),
-        "generators": [{"fid": g["fid"], "is_mean": g["is_mean"]} for g in res["generators"]],
+        "generators": [{"fid": g["fid"], "is_mean": g["is_mean"], "class_histogram": g.get("class_histogram")}
+                       for g in res["generators"]],
         "num_samples": n, "feature_extractor": res["feature_extractor"], "seconds": res["seconds"],
         "train_seconds": train_seconds(run_dir), "steps": int(ckpt_mod.read_state(ck)["step"]),
     }
@@ -564,7 +631,7 @@ def collect(out: Path, plan: dict) -> dict[str, list[dict]]:
     """row -> one entry per seed: status, train seconds, evaluation."""
     table: dict[str, list[dict]] = {}
     for row in ROW_IDS:
-        for seed in plan["seeds"]:
+        for seed in seeds_of(plan, row):
             rd = out / "runs" / run_name(row, seed)
             status, steps = run_status(rd) if rd.exists() else ("new", 0)
             doc = _read_json(rd / "final_eval.json") if status == "complete" else None
@@ -665,13 +732,13 @@ def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
             f"generators: {' → '.join(_fmt(*x) for x in f)}, i.e. FID(1) {c12} FID(2) {c23} FID(3). "
             f"IS {is_trend}: {' → '.join(_fmt(*x) for x in s)}; the paper's rises 11.9 → 12.2 → 12.7.")
     base = tim["sngan"][0]
-    if base is None or any(tim[r][0] is None for r in ROW_IDS):
+    if base is None or any(tim[r][0] is None for r in PAPER_ROW_IDS):
         out.append("**Table 3 — training time:** not every run has finished, so the time ratios are incomplete.")
     else:
-        ratio = {r: tim[r][0] / base for r in ROW_IDS}
-        ours = sorted(ROW_IDS, key=lambda r: ratio[r])
-        paper = sorted(ROW_IDS, key=lambda r: ROWS[r]["paper_ratio"])
-        pairs = [(x, y) for i, x in enumerate(ROW_IDS) for y in ROW_IDS[i + 1:]]
+        ratio = {r: tim[r][0] / base for r in PAPER_ROW_IDS}
+        ours = sorted(PAPER_ROW_IDS, key=lambda r: ratio[r])
+        paper = sorted(PAPER_ROW_IDS, key=lambda r: ROWS[r]["paper_ratio"])
+        pairs = [(x, y) for i, x in enumerate(PAPER_ROW_IDS) for y in PAPER_ROW_IDS[i + 1:]]
         agree = sum((ratio[x] < ratio[y]) == (ROWS[x]["paper_ratio"] < ROWS[y]["paper_ratio"]) for x, y in pairs)
         g = [tim[f"psgan-g{n}"] for n in (1, 2, 3)]
         grows = _compare(g[0], g[1], k) == "<" and _compare(g[1], g[2], k) == "<"
@@ -734,6 +801,104 @@ def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
         out.append("The paper's qualitative claim that the discriminator no longer outruns the generators is visible "
                    "only in the loss curves (Figures 4–6).")
     return out
+
+
+# The "no wasted generator" rule and the union's class range (issue #15), one home: the ablation's.
+def _collapse_rule():
+    from psgan_fast.ablate import UNION_SHARE_RANGE, verdict
+
+    return verdict, UNION_SHARE_RANGE
+
+
+# The recommended step may cost at most this much more than the paper's.
+MAX_COST_RATIO = 1.15
+
+
+def _classes(entries: list[dict]) -> tuple[Optional[float], Optional[int], Optional[tuple[float, float]]]:
+    """Over a row's evaluated seeds: the largest top-class share of any
+    generator, the number of collapsed generators, and the union's class
+    share range (min, max)."""
+    verdict, _ = _collapse_rule()
+    tops, collapsed, lo, hi = [], 0, [], []
+    for e in entries:
+        ev = e.get("eval") or {}
+        for g in ev.get("generators", []):
+            if g.get("class_histogram"):
+                v = verdict(g["class_histogram"])
+                tops.append(v["top_share"])
+                collapsed += v["collapsed"]
+        h = ev.get("class_histogram")
+        if h:
+            tot = max(1, sum(h))
+            lo.append(min(h) / tot)
+            hi.append(max(h) / tot)
+    if not tops:
+        return None, None, None
+    return max(tops), collapsed, (min(lo), max(hi)) if lo else None
+
+
+def recommended_section(table: dict, plan: dict) -> list[str]:
+    """The paper's PS-GAN (Algorithm 2 read literally) and the recommended
+    one beside SNGAN, with the targets of issue #15 checked from the numbers."""
+    k = len(plan["seeds"])
+    rows = [r for r in ("sngan",) + tuple(f"psgan-g{n}" for n in (1, 2, 3)) + REC_ROW_IDS if r in table]
+    if not any(r in table for r in REC_ROW_IDS):
+        return []
+    _, (lo_ok, hi_ok) = _collapse_rule()
+    L = ["## The paper's PS-GAN and the recommended one, beside SNGAN\n",
+         f"The paper's rows train `--loss ps` (Algorithm 2 read literally); the recommended rows train "
+         f"`--loss {ROWS[REC_ROW_IDS[0]]['loss']}`, the default of `--model psgan` (docs/DESIGN.md). A generator is "
+         "collapsed when one class holds more than 50% of its samples or fewer than 3 classes hold 5% or more "
+         "(mnist-lenet's argmax).\n",
+         "| model | loss | seeds | FID | IS | time vs paper's PS-GAN (same N) | largest top-class share of a generator "
+         "| collapsed generators | union class shares | D picks the real image (last epoch; chance) |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        entries = table[r]
+        t = _agg(entries, "time")[0]
+        n = ROWS[r]["generators"]
+        faithful = f"psgan-g{n}" if r.startswith("psgan-rec") else None
+        tf = _agg(table[faithful], "time")[0] if faithful else None
+        top, coll, rng = _classes(entries)
+        d, _ = _mean_sd([e["d_right"] for e in entries if e.get("d_right") is not None])
+        n_eval = sum(e["eval"] is not None for e in entries)
+        L.append(f"| {LABELS[r]} | {ROWS[r]['loss'] if ROWS[r]['model'] == 'psgan' else '—'} | {n_eval} "
+                 f"| {_fmt(*_agg(entries, 'fid'))} | {_fmt(*_agg(entries, 'is_mean'))} "
+                 f"| {_pct(t / tf) if t and tf else '—'} | {_pct(top, 0)} "
+                 f"| {'—' if coll is None else coll} | "
+                 f"{'—' if rng is None else f'{rng[0]:.1%}–{rng[1]:.1%}'} "
+                 f"| {_pct(d, 0) if d is not None else '—'}"
+                 f"{f' ({_pct(1 / (n + 1), 0)})' if d is not None else ''} |")
+    L.append("")
+    fid = {r: _agg(table[r], "fid") for r in rows}
+    out = []
+    if fid.get("psgan-rec-g2", (None,))[0] is not None and fid["sngan"][0] is not None:
+        c = _compare(fid["psgan-rec-g2"], fid["sngan"], k)
+        out.append(f"- Recommended PS-GAN (2 gens) FID {_fmt(*fid['psgan-rec-g2'])} vs SNGAN {_fmt(*fid['sngan'])}: "
+                   f"{'at or below SNGAN — target met' if c in ('<', '≈') else 'above SNGAN — target missed'}.")
+    if all(fid.get(f"psgan-rec-g{n}", (None,))[0] is not None for n in (2, 3)):
+        c = _compare(fid["psgan-rec-g3"], fid["psgan-rec-g2"], k)
+        out.append(f"- 3 generators vs 2 (recommended): {_fmt(*fid['psgan-rec-g3'])} vs {_fmt(*fid['psgan-rec-g2'])}: "
+                   f"{'Table 4 order held' if c in ('<', '≈') else 'Table 4 order not held'}.")
+    for group, label in ((REC_ROW_IDS, "recommended"), (tuple(f"psgan-g{n}" for n in (1, 2, 3)), "paper's")):
+        stats = [(r, _classes(table[r])) for r in group if r in table]
+        stats = [(r, c) for r, c in stats if c[0] is not None]
+        if stats:
+            wasted = sum(c[1] for _, c in stats)
+            union_ok = all(c[2] is not None and c[2][0] >= lo_ok and c[2][1] <= hi_ok for _, c in stats)
+            out.append(f"- No wasted generator ({label} PS-GAN): {wasted} collapsed generator(s) over "
+                       f"{len(stats)} model(s); union class shares {'all' if union_ok else 'not all'} within "
+                       f"{lo_ok:.0%}–{hi_ok:.0%}.")
+    costs = []
+    for n in (1, 2, 3):
+        t, tf = _agg(table.get(f"psgan-rec-g{n}", []), "time")[0], _agg(table.get(f"psgan-g{n}", []), "time")[0]
+        if t and tf:
+            costs.append(t / tf)
+    if costs:
+        out.append(f"- Cost of the recommended update: {', '.join(_pct(c, 0) for c in costs)} of the paper's "
+                   f"training time for N = 1, 2, 3 (target ≤ {_pct(MAX_COST_RATIO, 0)}): "
+                   f"{'met' if max(costs) <= MAX_COST_RATIO else 'missed'}.")
+    return L + out + [""]
 
 
 def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], reference: Optional[dict],
@@ -812,7 +977,7 @@ def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], r
         cal_ratio = runs_pred.get(row, {}).get("per_batch")
         cal = _pct(cal_ratio / pbase) if cal_ratio and pbase else "—"
         a(f"| {LABELS[row]} | {DESCRIPTIONS[row]} | {_fmt(m, sd, 1)} | {_pct(m / base) if m and base else '—'} | "
-          f"{cal} | {ROWS[row]['paper_seconds']} | {_pct(ROWS[row]['paper_ratio'])} |")
+          f"{cal} | {ROWS[row]['paper_seconds'] or '—'} | {_pct(ROWS[row]['paper_ratio'])} |")
     a("\n*ratio (calibration)*: the same ratio predicted from the short timing harness run before training "
       "(`psgan_fast.bench.timing.time_training`, a few steps per stage), an independent measurement.\n")
     # Table 4.
@@ -828,6 +993,7 @@ def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], r
           f"{_fmt(*_agg(table[row], 'fid'))} | {_fmt(*_agg(table[row], 'is_mean'))} | {p['seconds']} | "
           f"{_pct(p['ratio'], 0)} | {p['fid'][0]} ± {p['fid'][1]} | {p['is'][0]} ± {p['is'][1]} |")
     a("")
+    L.extend(recommended_section(table, plan))
     # Every run.
     a("## Every run\n")
     a("| run | status | steps | train (s) | FID | IS | FID per generator | samples per class 0–9 (mnist-lenet) |")
@@ -888,6 +1054,15 @@ def _positive_float(text: str) -> float:
     return v
 
 
+def _row_list(text: str) -> list[str]:
+    rows = [r for r in text.split(",") if r]
+    bad = [r for r in rows if r not in ROWS]
+    if bad or not rows:
+        raise argparse.ArgumentTypeError(f"unknown row(s) {', '.join(bad) or repr(text)}; choose from "
+                                         f"{', '.join(ROW_IDS)}")
+    return rows
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -910,6 +1085,12 @@ def build_parser() -> argparse.ArgumentParser:
       help="wall-clock budget for the whole reproduction; the schedule is chosen to fit "
            f"{int(TARGET_FRACTION * 100)}%% of it (required for a new reproduction unless --smoke)")
     a("--seeds", type=_positive_int, default=None, help="seeds per model (default 1; mean ± sd when > 1)")
+    a("--seed-rows", type=_row_list, default=None, metavar="ROWS",
+      help="comma-separated rows that get every --seeds seed; the others train seed 0 only "
+           f"(default: all rows; rows: {', '.join(ROW_IDS)})")
+    a("--jobs", type=_positive_int, default=None,
+      help="runs trained at once, one process each (default 1; the schedule counts on "
+           f"{int(JOBS_EFFICIENCY * 100)}%% of J runs' speed)")
     a("--feature-extractor", choices=("mnist-lenet", "inception-v3-compat"), default=None,
       help="FID/IS features (default: inception-v3-compat when its weights are on this machine, else mnist-lenet)")
     a("--inception-weights", default=None, metavar="PATH", help="local inception-v3-compat weights file")
@@ -932,8 +1113,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-PLAN_FLAGS = ("budget_minutes", "seeds", "feature_extractor", "device", "smoke", "eval_samples", "final_samples",
-              "threads")
+PLAN_FLAGS = ("budget_minutes", "seeds", "seed_rows", "jobs", "feature_extractor", "device", "smoke", "eval_samples",
+              "final_samples", "threads")
 
 
 def _resolve_flags(args: argparse.Namespace, plan: Optional[dict]) -> dict:
@@ -952,6 +1133,8 @@ def _resolve_flags(args: argparse.Namespace, plan: Optional[dict]) -> dict:
     flags = {
         "budget_minutes": given.get("budget_minutes", SMOKE["budget_minutes"] if smoke else None),
         "seeds": given.get("seeds", 1),
+        "seed_rows": given.get("seed_rows"),
+        "jobs": given.get("jobs", 1),
         "feature_extractor": given.get("feature_extractor"),
         "device": given.get("device", "auto"),
         "smoke": smoke,
@@ -1038,7 +1221,10 @@ def make_plan(out: Path, flags: dict, args: argparse.Namespace, ctx: dict, t_sta
                         real_ref=ctx["real_ref"], feature_extractor=ctx["extractor_name"],
                         inception_weights=ctx["inception_weights"])
         spent = time.perf_counter() - t_start
-        sch = choose_schedule(cal, budget_seconds=budget_s, spent_seconds=spent, seeds=flags["seeds"],
+        per_row = {r: len(seeds_of({"seeds": list(range(flags["seeds"])), "seed_rows": flags["seed_rows"]}, r))
+                   for r in ROW_IDS}
+        sch = choose_schedule(cal, budget_seconds=budget_s, spent_seconds=spent, seeds=per_row,
+                              jobs=int(flags.get("jobs") or 1),
                               full_batches=full, eval_samples=flags["eval_samples"],
                               final_samples=flags["final_samples"])
         prediction = sch.pop("prediction")
@@ -1052,7 +1238,7 @@ def make_plan(out: Path, flags: dict, args: argparse.Namespace, ctx: dict, t_sta
     return {
         "version": PLAN_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": argv_text,
         "flags": flags, "budget_minutes": flags["budget_minutes"], "smoke": flags["smoke"],
-        "seeds": list(range(flags["seeds"])), "rows": list(ROW_IDS), "device": ctx["device"].type,
+        "seeds": list(range(flags["seeds"])), "seed_rows": flags["seed_rows"], "rows": list(ROW_IDS), "device": ctx["device"].type,
         "device_name": torch.cuda.get_device_name(ctx["device"]) if ctx["device"].type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "data_dir": args.data_dir,
         "feature_extractor": ctx["extractor_name"], "extractor_at_plan": ctx["extractor"],
@@ -1114,9 +1300,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ctx["reference"] = reference_eval(out, plan, ctx)
         ctx["command"] = argv_text
         save_progress()
-        runs = [(row, seed) for seed in plan["seeds"] for row in plan["rows"]]
+        runs = plan_runs(plan)
         left = args.stop_after_steps
         from psgan_fast.trainer import TrainingDiverged
+
+        jobs = int(plan["flags"].get("jobs") or 1)
+        if jobs > 1 and left is None:  # train in parallel; the loop below then evaluates
+            train_parallel(out, plan, runs, jobs)
 
         for i, (row, seed) in enumerate(runs, 1):
             rd = out / "runs" / run_name(row, seed)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from psgan_fast import reproduce as rp
+from psgan_fast.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,7 +187,11 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
                   "158.5%", "3920", "5277", "7.15 ± 0.03", "6.68 ± 0.03", "11.9 ± 0.04", "78%", "128%"):
         assert paper in report, paper
     table3 = report.split("## Table 3")[1].split("## Table 4")[0]
-    assert len([l for l in table3.splitlines() if l.startswith("| ") and "%" in l]) == 6
+    assert len([l for l in table3.splitlines() if l.startswith("| ") and "%" in l]) == len(rp.ROW_IDS)
+    rec = report.split("## The paper's PS-GAN and the recommended one")[1].split("## Every run")[0]
+    for row in ("sngan",) + rp.REC_ROW_IDS:
+        assert f"| {rp.LABELS[row]} |" in rec
+    assert "No wasted generator (recommended PS-GAN)" in rec and "Cost of the recommended update" in rec
     # what produced it
     assert "mnist-lenet" in report and "at most 10" in report and "torch " + torch.__version__ in report
     assert "Budget:" in report and "smoke" in report
@@ -236,3 +241,20 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
     assert rp.main(["--out", str(out), "--budget-minutes", "60"]) == 1
     assert _snapshot(out) == done
     print(f"smoke reproduction test: {time.perf_counter() - t0:.0f} s")
+
+
+def test_seed_rows_and_jobs_plan_only_the_asked_runs():
+    plan = {"seeds": [0, 1], "seed_rows": ["sngan", "psgan-rec-g2"], "rows": list(rp.ROW_IDS)}
+    runs = rp.plan_runs(plan)
+    assert [r for r, s in runs if s == 1] == ["sngan", "psgan-rec-g2"]
+    assert sorted(r for r, s in runs if s == 0) == sorted(rp.ROW_IDS)
+    assert rp.ROWS["psgan-g2"]["loss"] == "ps" and rp.ROWS["psgan-rec-g2"]["loss"] == TrainConfig().loss
+    cal = _cal()
+    one = rp.predict(cal, rp.ROW_IDS, 10, 20, seeds=1, eval_samples=500, final_samples=500)["total_seconds"]
+    per_row = {r: len(rp.seeds_of(plan, r)) for r in rp.ROW_IDS}
+    two = rp.predict(cal, rp.ROW_IDS, 10, 20, seeds=per_row, eval_samples=500, final_samples=500)
+    extra = sum(two["runs"][r]["total"] for r in ("sngan", "psgan-rec-g2"))
+    assert two["total_seconds"] == pytest.approx(one + extra)
+    # Two jobs: about twice the work fits the same budget.
+    kw = dict(budget_seconds=3600, spent_seconds=0, seeds=1, full_batches=937, eval_samples=500, final_samples=500)
+    assert rp.choose_schedule(cal, jobs=2, **kw)["limit_batches"] > 1.5 * rp.choose_schedule(cal, **kw)["limit_batches"]

@@ -188,16 +188,48 @@ def _fmt(x: Optional[float], digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def render(results: list[dict], opts: dict) -> str:
+def _commit() -> Optional[str]:
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=Path(__file__).resolve().parent)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str:
     """The Markdown table (one row per variant and seed)."""
-    lines = [
-        "# PS-GAN ablation", "",
+    lines = ["# PS-GAN ablation", ""]
+    if setup:
+        lines += [f"Made by `{setup['command']}` at commit {setup['commit'] or '?'} on {setup['machine']}, "
+                  f"{setup['date']} ({setup['wall_seconds'] / 60:.1f} min of wall clock in this invocation; "
+                  "rows cached from earlier invocations keep their own results).", ""]
+    lines += [
         f"Schedule: {opts['epochs']} epochs x {opts['batches']} batches of 64 "
         f"(stages 20/30/50% unless a row says no stages), {opts['generators']} generators unless a row "
         f"says otherwise; mnist-lenet FID on {opts['samples']} samples per generator against MNIST train.",
         f"A generator is collapsed when one class holds > {MAX_CLASS_SHARE:.0%} of its samples or fewer "
         f"than {MIN_CLASSES} classes hold >= {MIN_CLASS_SHARE:.0%}. D acc: the share of groups in which D "
-        "picked the real image, per epoch (first -> last), chance 1/(N+1).", "",
+        "picked the real image, per epoch (first -> last), chance 1/(N+1). ms/step: the last epoch's training "
+        "time per step (wall clock on a shared machine: compare costs with `python -m psgan_fast.bench.ab`).", "",
         "| variant | changes (vs parent) | seed | union FID | per-generator FID | top class share per G "
         "| collapsed G | union class shares | D acc (chance) | ms/step 28px |",
         "|---|---|---:|---:|---|---|---:|---|---|---:|",
@@ -281,9 +313,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"[{i + 1}/{len(jobs)}] {futs[fut][0]} seed {futs[fut][1]}: FID "
                       f"{results[futs[fut]]['fid']:.2f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     ordered = [results[j] for j in jobs]
-    atomic_write_text(out / "ablation.json", json.dumps({"options": opts, "argv": sys.argv[1:],
-                                                         "results": ordered}, indent=1))
-    atomic_write_text(out / "ABLATION.md", render(ordered, opts))
+    words = list(sys.argv[1:] if argv is None else argv)
+    setup = {"command": "python -m psgan_fast.ablate " + " ".join(words), "commit": _commit(),
+             "machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "wall_seconds": time.perf_counter() - t0}
+    atomic_write_text(out / "ablation.json", json.dumps({"setup": setup, "options": opts, "results": ordered},
+                                                        indent=1))
+    atomic_write_text(out / "ABLATION.md", render(ordered, opts, setup))
     print(f"wrote {out / 'ABLATION.md'}", file=sys.stderr)
     return 0
 

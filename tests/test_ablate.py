@@ -1,0 +1,65 @@
+"""The ablation harness (psgan_fast.ablate): variants inherit from their
+parents, the collapse verdict, and the whole pipeline in smoke mode."""
+
+import json
+
+import pytest
+
+from psgan_fast import ablate
+from psgan_fast.config import TrainConfig
+
+
+def test_variants_inherit_their_parents_and_build_valid_configs(tmp_path):
+    assert ablate.resolve_variant("rps-r1r2-skips") == {"loss": "rps", "r1": 0.1, "r2": 0.1, "skips": True}
+    assert ablate.resolve_variant("paper") == {"loss": "ps"}
+    for name in ablate.VARIANTS:  # every registered variant is a valid training config
+        cfg = ablate.train_config(name, generators=2, seed=0, epochs=6, batches=3, run_dir=tmp_path / name)
+        assert isinstance(cfg, TrainConfig) and sum(cfg.stage_epochs) == 6
+    cfg = ablate.train_config("rps-r1r2-nostages", generators=2, seed=0, epochs=6, batches=3, run_dir=tmp_path)
+    assert cfg.stage_epochs == (0, 0, 6) and cfg.loss == "rps" and cfg.r1 == 0.1
+    assert ablate.train_config("sngan", generators=2, seed=0, epochs=6, batches=3,
+                               run_dir=tmp_path).model == "sngan"
+    with pytest.raises(ValueError, match="unknown variant"):
+        ablate.resolve_variant("nope")
+
+
+@pytest.mark.parametrize("hist,collapsed", [
+    ([100, 0, 0, 0, 0, 0, 0, 0, 0, 0], True),     # one class
+    ([51, 49, 0, 0, 0, 0, 0, 0, 0, 0], True),     # top class above 50%
+    ([50, 46, 4, 0, 0, 0, 0, 0, 0, 0], True),     # only 2 classes at 5% or more
+    ([50, 45, 5, 0, 0, 0, 0, 0, 0, 0], False),    # the boundary: 50% and three classes at 5%
+    ([10] * 10, False),
+])
+def test_collapse_verdict(hist, collapsed):
+    assert ablate.verdict(hist)["collapsed"] is collapsed
+
+
+def test_smoke_ablation_writes_the_table(tmp_path, mnist_train):
+    out = tmp_path / "abl"
+    assert ablate.main(["--out", str(out), "--smoke", "--variants", "paper,recommended"]) == 0
+    doc = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in doc["results"]] == ["paper", "recommended"]
+    for r in doc["results"]:
+        assert r["generators"] == 2 and len(r["per_generator"]) == 2
+        assert len(r["d_accuracy"]) == ablate.SMOKE["epochs"] and r["chance"] == pytest.approx(1 / 3)
+        assert sum(r["union_class_shares"]) == pytest.approx(1.0)
+        assert all(sum(g["class_histogram"]) == ablate.SMOKE["samples"] for g in r["per_generator"])
+    table = (out / "ABLATION.md").read_text()
+    assert table.count("\n| paper |") == 1 and table.count("\n| recommended |") == 1
+    # Cached: a second call trains nothing and gives the same table.
+    before = (out / "runs" / "paper-s0" / "metrics.jsonl").read_text()
+    assert ablate.main(["--out", str(out), "--smoke", "--variants", "paper,recommended"]) == 0
+    assert (out / "runs" / "paper-s0" / "metrics.jsonl").read_text() == before
+    rows = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
+    assert rows((out / "ABLATION.md").read_text()) == rows(table)
+    assert "commit" in table and json.loads((out / "ablation.json").read_text())["setup"]["command"].endswith(
+        "--smoke --variants paper,recommended")
+
+
+def test_bad_flags_name_themselves(capsys):
+    with pytest.raises(SystemExit):
+        ablate.main(["--out", "x", "--variants", "paper,nope"])
+    assert "--variants" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablate.main(["--out", "x", "--epochs", "2"])
+    assert "--epochs" in capsys.readouterr().err

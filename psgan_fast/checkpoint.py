@@ -11,26 +11,36 @@ renamed into place; `checkpoints/LATEST` (a one-line file, replaced
 atomically) names the newest complete one. A crash at any moment leaves
 either the previous checkpoint or the new one, never a torn one. Nothing
 is unpickled on load: safetensors and JSON only.
+
+state.json records the SHA-256 of each tensor file ("files"), checked
+before a checkpoint is used. `find` picks the checkpoint LATEST names if it
+is intact, else the newest intact one (LATEST lost or dangling, a file
+damaged, state.json unreadable), and says what it skipped and why.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from psgan_fast.fsutil import atomic_write_text, fsync_dir, fsync_file
+from psgan_fast.fsutil import atomic_write_text, fsync_dir, fsync_file, sha256_file
 
 FORMAT = "psgan_fast-checkpoint"
 VERSION = 1
 KEEP = 3
+TENSOR_FILES = ("weights.safetensors", "optim.safetensors", "rng.safetensors")
+TMP_PREFIX = ".tmp-ckpt-"
 
 
 class CheckpointError(ValueError):
@@ -74,6 +84,14 @@ def _optim_join(name: str, meta: dict[str, Any], tensors: dict[str, torch.Tensor
     return {"state": state, "param_groups": groups}
 
 
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Write a safetensors file; return the SHA-256 of its bytes."""
+    data = safetensors_bytes(tensors)
+    with open(path, "wb") as f:
+        f.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
 def save(
     run_dir: Path,
     *,
@@ -86,27 +104,26 @@ def save(
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     final = ckdir / f"ckpt-{int(state['step']):09d}"
-    tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=".tmp-ckpt-"))
+    tmp = Path(tempfile.mkdtemp(dir=ckdir, prefix=TMP_PREFIX))
     try:
         weights = {}
         for net, m in modules.items():
             for k, v in m.state_dict().items():
                 weights[f"{net}.{k}"] = v.detach().cpu().contiguous()
-        save_file(weights, str(tmp / "weights.safetensors"))
         optim_tensors: dict[str, torch.Tensor] = {}
         optim_meta: dict[str, Any] = {}
         for name, opt in optimizers.items():
             t, m = _optim_split(name, opt)
             optim_tensors.update(t)
             optim_meta[name] = m
-        save_file(optim_tensors, str(tmp / "optim.safetensors"))
         rng = {"torch_cpu": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 rng[f"torch_cuda_{i}"] = s
-        save_file(rng, str(tmp / "rng.safetensors"))
+        files = {name: _write_tensors(tmp / name, tensors)
+                 for name, tensors in zip(TENSOR_FILES, (weights, optim_tensors, rng))}
         doc = {"format": FORMAT, "version": VERSION, **state, "optimizers": optim_meta,
-               "networks": sorted(modules)}
+               "networks": sorted(modules), "files": files}
         (tmp / "state.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
         for f in tmp.iterdir():
             fsync_file(f)
@@ -119,32 +136,115 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(ckdir / "LATEST", final.name + "\n")
-    old = sorted(p for p in ckdir.glob("ckpt-*") if p.is_dir() and p != final)
-    for p in old[: max(0, len(old) - (keep - 1))]:
+    # Keep the `keep` newest up to this one. Later-numbered ones exist only
+    # after a resume fell back past them (damaged); they are replaced when
+    # the run reaches their step again.
+    old = [p for p in all_checkpoints(run_dir) if p.name < final.name]
+    for p in old[keep - 1:]:
         shutil.rmtree(p, ignore_errors=True)
     return final
 
 
-def latest(run_dir: Path) -> Optional[Path]:
-    """The newest complete checkpoint of a run, or None if it has none."""
+def all_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint directory of a run, newest (highest step) first."""
+    ckdir = Path(run_dir) / "checkpoints"
+    if not ckdir.is_dir():
+        return []
+    return sorted((p for p in ckdir.glob("ckpt-*") if p.is_dir()), reverse=True)
+
+
+def problem(ckpt: Path, verify: bool = True) -> Optional[str]:
+    """Why `ckpt` cannot be used, or None if it is complete (and, with
+    `verify`, every tensor file matches the checksum state.json records)."""
+    try:
+        doc = read_state(ckpt)
+    except CheckpointError as e:
+        return str(e)
+    recorded = doc.get("files") or {}
+    for name in TENSOR_FILES:
+        path = ckpt / name
+        if not path.is_file():
+            return f"{path}: missing from the checkpoint"
+        if verify and name in recorded:
+            try:
+                digest = sha256_file(path)
+            except OSError as e:
+                return f"{path}: unreadable ({e.strerror})"
+            if digest != recorded[name]:
+                return f"{path}: checksum mismatch (the file is damaged)"
+    return None
+
+
+def _named_by_latest(run_dir: Path) -> tuple[Optional[Path], Optional[str]]:
     ckdir = Path(run_dir) / "checkpoints"
     try:
         name = (ckdir / "LATEST").read_text().strip()
-    except OSError:
-        return None
-    path = ckdir / name
-    return path if path.is_dir() else None
+    except FileNotFoundError:
+        return None, f"{ckdir / 'LATEST'} is missing"
+    except (OSError, UnicodeDecodeError) as e:
+        return None, f"{ckdir / 'LATEST'} is unreadable ({e})"
+    if not name.startswith("ckpt-") or "/" in name or not (ckdir / name).is_dir():
+        return None, f"{ckdir / 'LATEST'} names {name!r}, which is not a checkpoint of this run"
+    return ckdir / name, None
+
+
+def find(run_dir: Path, verify: bool = True) -> tuple[Optional[Path], list[str]]:
+    """The checkpoint to continue a run from: the one LATEST names if it is
+    usable, else the newest usable one; None if there is none. Also returns
+    a note for each thing passed over (LATEST lost, a damaged checkpoint)."""
+    notes: list[str] = []
+    named, why = _named_by_latest(run_dir)
+    if why and all_checkpoints(run_dir):
+        notes.append(why)
+    order = ([named] if named else []) + [p for p in all_checkpoints(run_dir) if p != named]
+    for ck in order:
+        bad = problem(ck, verify)
+        if bad is None:
+            return ck, notes
+        notes.append(f"skipped {ck.name}: {bad}")
+    return None, notes
+
+
+def latest(run_dir: Path) -> Optional[Path]:
+    """The newest complete checkpoint of a run (see `find`; checksums are
+    not read), or None if it has none."""
+    return find(run_dir, verify=False)[0]
 
 
 def resolve(path: Path) -> Path:
-    """A run directory (-> its latest checkpoint) or a checkpoint directory."""
+    """A run directory (-> its latest intact checkpoint) or a checkpoint
+    directory, checked against its recorded checksums."""
     path = Path(path)
     if (path / "state.json").is_file():
+        bad = problem(path)
+        if bad:
+            raise CheckpointError(bad)
         return path
-    found = latest(path)
+    found, notes = find(path)
     if found is None:
-        raise CheckpointError(f"{path}: neither a checkpoint nor a run directory with one")
+        detail = f" ({'; '.join(notes)})" if notes else ""
+        raise CheckpointError(f"{path}: neither a checkpoint nor a run directory with one{detail}")
+    for note in notes:
+        warnings.warn(f"{path}: {note}; using {found.name}", stacklevel=2)
     return found
+
+
+def clean_temporaries(run_dir: Path) -> int:
+    """Remove what killed runs left behind: half-written checkpoint
+    directories and atomic-write temporaries. Only call with the run
+    directory locked. Returns the number of entries removed."""
+    run_dir = Path(run_dir)
+    ckdir = run_dir / "checkpoints"
+    gone = 0
+    for p in list(ckdir.glob(TMP_PREFIX + "*")) if ckdir.is_dir() else []:
+        shutil.rmtree(p, ignore_errors=True)
+        gone += 1
+    for d, names in ((run_dir, ("config.json", "metrics.jsonl")), (ckdir, ("LATEST",))):
+        for name in names:
+            for p in d.glob(f".{name}.*") if d.is_dir() else []:
+                p.unlink(missing_ok=True)
+                gone += 1
+    return gone
 
 
 def read_state(ckpt: Path) -> dict[str, Any]:
@@ -152,14 +252,23 @@ def read_state(ckpt: Path) -> dict[str, Any]:
         doc = json.loads((ckpt / "state.json").read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{ckpt}: no state.json; not a psgan_fast checkpoint") from None
-    except ValueError as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{ckpt}/state.json is not valid JSON: {e}") from None
+    except OSError as e:
+        raise CheckpointError(f"{ckpt}/state.json is unreadable: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(f"{ckpt}: not a psgan_fast checkpoint (format {doc.get('format')!r})"
                               if isinstance(doc, dict) else f"{ckpt}: not a psgan_fast checkpoint")
     if doc.get("version") != VERSION:
         raise CheckpointError(f"{ckpt}: checkpoint format version {doc.get('version')}, "
                               f"this psgan_fast reads version {VERSION}")
+    for key in ("epoch", "batch", "step"):
+        v = doc.get(key)
+        if type(v) is not int or v < 0:
+            raise CheckpointError(f"{ckpt}/state.json: {key} must be an integer >= 0, got {v!r}")
+    for key, kind in (("files", dict), ("epoch_sums", dict), ("recipe", dict), ("optimizers", dict)):
+        if key in doc and not isinstance(doc[key], kind):
+            raise CheckpointError(f"{ckpt}/state.json: {key} must be a JSON object, got {doc[key]!r:.60}")
     return doc
 
 

@@ -38,7 +38,7 @@ def _betas(text: str) -> tuple[float, float]:
     return vals  # type: ignore[return-value]
 
 
-def _int_at_least(low: int):
+def _int_at_least(low: int, high: Optional[int] = None):
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -46,13 +46,17 @@ def _int_at_least(low: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {v}")
         return v
 
     return parse
 
 
+MAX_SEED = 2**63 - 1
 _positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
+_seed = _int_at_least(0, MAX_SEED)
 
 
 def _float(text: str) -> float:
@@ -111,11 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compile", action=argparse.BooleanOptionalAction, default=None,
       help="torch.compile the networks (default: on for CUDA, off for CPU)")
     a("--device", choices=DEVICES, default=d.device, help="auto: CUDA when available, else the CPU")
-    a("--seed", type=_nonneg_int, default=d.seed, help="seeds the networks, the noise and the data order")
+    a("--seed", type=_seed, default=d.seed, help="seeds the networks, the noise and the data order")
     a("--dataset", default=d.dataset, help="mnist, fashion-mnist, or a folder with an IDX image/label pair")
     a("--data-dir", default=None, help="folder holding the data set's files")
     a("--out", default=None, help="run directory (default: runs/<model>-g<N>-<time>)")
     a("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    a("--overwrite", action="store_true", help="replace the run already in --out (refused otherwise)")
     a("--max-steps", type=_positive_int, default=None, help="stop after this many steps in total")
     a("--limit-batches", type=_positive_int, default=None, help="batches per epoch (smoke runs)")
     a("--sample-every", type=_nonneg_int, default=d.sample_every, help="epochs between sample grids (0: off)")
@@ -134,6 +139,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**fields)
 
 
+def given_fields(argv: Optional[Sequence[str]] = None) -> set[str]:
+    """The config fields set on the command line (a flag given with its
+    default value counts: `--resume RUN --epochs 10`)."""
+    p = build_parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(p.parse_args(argv)))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -142,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from psgan_fast.trainer import ConfigError, Trainer, TrainingDiverged
 
     try:
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, given=given_fields(argv))
     except ConfigError as e:
         parser.error(str(e))  # exits 2, naming the flag
     except (OSError, ValueError) as e:
@@ -154,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except CheckpointError as e:
+    except (CheckpointError, OSError) as e:  # OSError: a full disk, a vanished directory
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import platform
+import shutil
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Collection, Optional, Sequence
 
 import torch
 
@@ -38,19 +39,25 @@ from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast import distributed as dist_mod
 from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
 from psgan_fast.data import BatchStream, find_dataset, to_float
-from psgan_fast.fsutil import read_jsonl
+from psgan_fast.fsutil import DirLock, LockHeld, read_jsonl
 from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
 from psgan_fast.plots import save_loss_plot, save_sample_grids
 from psgan_fast.recipe import Recipe, StepOutput
+from psgan_fast.train import MAX_SEED
 
 SAMPLE_COUNT = 64
-# Fields a resumed run may change when given; everything else comes from
-# config.json. PER_INVOCATION fields always come from the current call
-# (a --max-steps limit stops one invocation, it is not part of the run).
+# Fields a resumed run may change when given (recorded in config.json's
+# history); RELOCATABLE ones say where the run continues, not what it
+# computes. Any other field given with a value other than the run's is
+# refused. PER_INVOCATION fields always come from the current call (a
+# --max-steps limit stops one invocation, it is not part of the run).
 RESUME_OVERRIDABLE = ("epochs", "sample_every", "checkpoint_every", "checkpoint_steps", "log_every",
                       "eval_every")
-PER_INVOCATION = ("max_steps", "progress")
+RELOCATABLE = ("device", "compile", "data_dir")
+PER_INVOCATION = ("max_steps", "progress", "overwrite")
+# What a run writes into its directory (what --overwrite removes).
+RUN_FILES = ("config.json", "metrics.jsonl", "losses.png", "samples", "checkpoints")
 
 
 class ConfigError(ValueError):
@@ -59,6 +66,11 @@ class ConfigError(ValueError):
     def __init__(self, flag: str, message: str) -> None:
         super().__init__(f"{flag}: {message}")
         self.flag = flag
+
+
+def flag_of(field_name: str) -> str:
+    """The CLI flag of a TrainConfig field."""
+    return {"progress": "--no-progress", "extra": "extra"}.get(field_name, "--" + field_name.replace("_", "-"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,12 +98,56 @@ class Callback:
         """After each epoch, with its averaged metrics record."""
 
 
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON-ish value fits a TrainConfig annotation (no bool for
+    int or float, lists accepted for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is typing.Union:
+        return any(_conforms(value, a) for a in args)
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float)
+    if hint in (bool, str):
+        return type(value) is hint
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + (_describe(args[0]).split(" ", 1)[1] + "s" if args[-1] is Ellipsis
+                               else f"{len(args)} values")
+    return _KINDS.get(hint, "an object")
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every setting; return the config with `generators` resolved."""
     def need(cond: bool, flag: str, msg: str) -> None:
         if not cond:
             raise ConfigError(flag, msg)
 
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        value = getattr(cfg, name)
+        need(_conforms(value, hint), flag_of(name),
+             f"must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
     need(cfg.model in MODELS, "--model", f"unknown model {cfg.model!r}; choose from {', '.join(MODELS)}")
     n = cfg.num_generators()
     need(isinstance(n, int) and n >= 1, "--generators", f"must be >= 1, got {n}")
@@ -123,7 +179,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                     ("--checkpoint-steps", cfg.checkpoint_steps), ("--eval-every", cfg.eval_every)):
         need(v >= 0, flag, f"must be >= 0, got {v}")
     need(cfg.log_every >= 1, "--log-every", f"must be >= 1, got {cfg.log_every}")
-    need(cfg.seed >= 0, "--seed", f"must be >= 0, got {cfg.seed}")
+    need(0 <= cfg.seed <= MAX_SEED, "--seed", f"must be in [0, 2**63 - 1], got {cfg.seed}")
     return dataclasses.replace(cfg, generators=n)
 
 
@@ -193,11 +249,18 @@ def _default_run_dir(cfg: TrainConfig) -> Path:
 class Trainer:
     """Runs one training job described by a TrainConfig. Use `train()`."""
 
-    def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(self, cfg: TrainConfig, callbacks: Sequence[Callback] = (),
+                 given: Optional[Collection[str]] = None) -> None:
+        """`given`: the fields the caller set explicitly (the CLI knows);
+        None counts every field that differs from its default as given."""
         self.callbacks = list(callbacks)
+        if cfg.resume and cfg.overwrite:
+            raise ConfigError("--overwrite", "cannot be combined with --resume, which continues the run")
         resume_dir = Path(cfg.resume) if cfg.resume else None
+        self._history: list[dict] = []
+        self._changes: dict[str, list] = {}
         if resume_dir is not None:
-            cfg = self._merge_resume(cfg, resume_dir)
+            cfg = self._merge_resume(cfg, resume_dir, given)
         self.cfg = validate(cfg)
         self.dist = dist_mod.setup(self.cfg.device)
         self.device = dist_mod.device_for(self.dist, resolve_device(self.cfg.device))
@@ -236,23 +299,53 @@ class Trainer:
                                    generator=torch.Generator().manual_seed(self.cfg.seed + 12345)).to(self.device)
         self.compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
         self._compiled: set[int] = set()
-        self.resume_ckpt = ckpt_mod.latest(self.run_dir) if resume_dir is not None else None
         self.epoch_records: list[dict] = []
+        self._lock: Optional[DirLock] = None
+        self._notes: list[str] = []
+        self.resume_ckpt: Optional[Path] = None
+        failure: Optional[BaseException] = None
+        if self.is_main:
+            try:
+                self._claim_run_dir()
+            except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other ranks
+                failure = e
+        if self.dist.enabled:  # rank 0 picked the checkpoint (and holds the lock)
+            holder = [None if self.resume_ckpt is None else str(self.resume_ckpt), failure and str(failure)]
+            torch.distributed.broadcast_object_list(holder, src=0)
+            self.resume_ckpt = None if holder[0] is None else Path(holder[0])
+            if holder[1] and not self.is_main:
+                raise RuntimeError(f"rank 0 could not take the run directory: {holder[1]}")
+        if failure is not None:
+            raise failure
 
     # ------------------------------------------------------------------ setup
 
-    @staticmethod
-    def _merge_resume(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    def _merge_resume(self, cfg: TrainConfig, run_dir: Path, given: Optional[Collection[str]]) -> TrainConfig:
+        """The run's saved config with what may change on a resume applied;
+        refuses (naming them) given settings that cannot change."""
         try:
             doc = json.loads((run_dir / "config.json").read_text())
-            saved = TrainConfig.from_json(doc["config"])
+            saved = validate(TrainConfig.from_json(doc["config"]))
         except FileNotFoundError:
             raise ConfigError("--resume", f"{run_dir} has no config.json; not a psgan_fast run directory") from None
+        except OSError as e:
+            raise ConfigError("--resume", f"cannot read {run_dir}/config.json: {e.strerror or e}") from None
+        except ConfigError as e:
+            raise ConfigError("--resume", f"{run_dir}/config.json has a bad setting: {e}") from None
         except (ValueError, KeyError, TypeError) as e:
             raise ConfigError("--resume", f"{run_dir}/config.json is not a psgan_fast config: {e}") from None
+        self._history = [h for h in doc.get("history", []) if isinstance(h, dict)] if isinstance(doc, dict) else []
         if saved.stage_epochs is None:  # freeze the split the run started with
             saved = dataclasses.replace(saved, stage_epochs=saved.resolved_stage_epochs())
-        if cfg.epochs != TrainConfig().epochs and cfg.epochs != saved.epochs:
+        defaults = TrainConfig()
+        if given is None:
+            given = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+        given = set(given) - {"resume"}
+        if cfg.out is not None and "out" in given and Path(cfg.out).resolve() != run_dir.resolve():
+            raise ConfigError("--out", f"a resumed run stays in its directory {run_dir}; drop --out "
+                                       "(or start a new run with --out alone)")
+        stages_before = list(saved.stage_epochs)
+        if "epochs" in given and cfg.epochs != saved.epochs:
             extra = cfg.epochs - saved.epochs  # more (or fewer) epochs go to the final stage
             se = list(saved.stage_epochs)
             if se[-1] + extra < 1:
@@ -260,12 +353,104 @@ class Trainer:
                                               f"(stages {tuple(saved.stage_epochs)})")
             se[-1] += extra
             saved = dataclasses.replace(saved, stage_epochs=tuple(se))
-        defaults = TrainConfig()
-        changes = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if getattr(cfg, k) != getattr(defaults, k)}
+        mine, theirs = cfg.to_json(), saved.to_json()
+        free = RESUME_OVERRIDABLE + RELOCATABLE + PER_INVOCATION + ("out", "resume")
+        fixed = sorted(k for k in given if k not in free and mine[k] != theirs[k])
+        if fixed:
+            was = ", ".join(f"{k}={theirs[k]!r}" for k in fixed)
+            raise ConfigError(", ".join(flag_of(k) for k in fixed),
+                              f"cannot change when resuming {run_dir} (it was trained with {was}); "
+                              f"these settings are fixed for a run's life: start a new run with --out to change them")
+        changes = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE + RELOCATABLE if k in given}
+        self._changes = {k: [theirs[k], mine[k]] for k in changes if mine[k] != theirs[k]}
+        if theirs["stage_epochs"] != stages_before:
+            self._changes["stage_epochs"] = [stages_before, theirs["stage_epochs"]]
         changes.update({k: getattr(cfg, k) for k in PER_INVOCATION})
         return dataclasses.replace(saved, resume=str(run_dir), out=str(run_dir), **changes)
 
+    def _claim_run_dir(self) -> None:
+        """Lock the run directory for this run's life. A fresh run refuses a
+        directory that already holds files (unless --overwrite); a resume
+        picks its checkpoint (falling back past a lost LATEST or a damaged
+        checkpoint) or refuses, having changed nothing. Then the leftovers of
+        killed runs are removed."""
+        run_dir, resuming = self.run_dir, self.cfg.resume is not None
+        flag = "--resume" if resuming else "--out"
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ConfigError(flag, f"{run_dir} is a file, not a directory")
+        if not resuming:
+            self._refuse_occupied()
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._lock = DirLock(run_dir)
+        except LockHeld:
+            raise
+        except OSError as e:
+            raise ConfigError(flag, f"cannot use {run_dir} as the run directory: {e.strerror or e}") from None
+        try:
+            if self._lock.stale:
+                self._notes.append(f"took over the lock of {self._lock.stale}, which is no longer running")
+            if resuming:
+                self.resume_ckpt = self._pick_checkpoint()
+            else:
+                self._refuse_occupied()
+                if self.cfg.overwrite:
+                    for name in RUN_FILES:
+                        p = run_dir / name
+                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            ckpt_mod.clean_temporaries(run_dir)
+        except BaseException:
+            self.release()
+            raise
+
+    def _refuse_occupied(self) -> None:
+        try:
+            entries = sorted(p.name for p in self.run_dir.iterdir() if p.name != DirLock.NAME)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise ConfigError("--out", f"cannot use {self.run_dir} as the run directory: {e.strerror or e}") from None
+        if entries and not self.cfg.overwrite:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ConfigError("--out", f"{self.run_dir} is not empty ({shown}); continue that run with --resume "
+                                       f"{self.run_dir}, replace it with --overwrite, or choose another --out")
+
+    def _pick_checkpoint(self) -> Path:
+        found, notes = ckpt_mod.find(self.run_dir)
+        if found is None:
+            why = "; ".join(notes) if notes else "it has no checkpoint"
+            raise ckpt_mod.CheckpointError(
+                f"{self.run_dir}: no complete checkpoint to resume from ({why}); nothing was changed. "
+                f"To start it over: --out {self.run_dir} --overwrite")
+        self._notes += [f"{n}; resuming from {found.name}" for n in notes]
+        doc = ckpt_mod.read_state(found)
+        if doc.get("model") != self.cfg.model or doc.get("generators") != self.cfg.generators:
+            raise ckpt_mod.CheckpointError(
+                f"{found}: written by model {doc.get('model')!r} with {doc.get('generators')} generator(s), "
+                f"this run is {self.cfg.model!r} with {self.cfg.generators}")
+        epoch, batch = doc["epoch"], doc["batch"]
+        if batch > self.steps_per_epoch:
+            raise ckpt_mod.CheckpointError(f"{found}: batch {batch} is beyond the run's {self.steps_per_epoch} "
+                                           "batches per epoch")
+        if epoch >= self.cfg.epochs:
+            if "epochs" not in self._changes:
+                raise ckpt_mod.CheckpointError(f"{found}: epoch {epoch} is beyond the run's {self.cfg.epochs} epochs")
+            done = epoch + (batch >= self.steps_per_epoch)
+            raise ConfigError("--epochs", f"{self.cfg.epochs} is fewer than the {done} epoch(s) the run has "
+                                          f"already trained ({found.name})")
+        return found
+
+    def release(self) -> None:
+        """Give up the run directory's lock (`run` does at its end)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def _write_config(self) -> None:
+        event = {"event": "resume" if self.cfg.resume else "start", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "step": self.step}
+        if self._changes:
+            event["changes"] = self._changes  # field: [before, after]
         doc = {
             "config": self.cfg.to_json(),
             "resolved": {
@@ -282,6 +467,7 @@ class Trainer:
             "world_size": self.dist.world_size,
             "versions": _versions(),
             "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or "cpu",
+            "history": [*self._history, event],
         }
         ckpt_mod.atomic_write_text(self.run_dir / "config.json", json.dumps(doc, indent=1))
 
@@ -349,20 +535,22 @@ class Trainer:
 
     def _restore(self) -> tuple[int, int, dict]:
         ck = self.resume_ckpt
-        doc = ckpt_mod.read_state(ck)
-        if doc.get("model") != self.cfg.model or doc.get("generators") != self.cfg.generators:
-            raise ckpt_mod.CheckpointError(
-                f"{ck}: written by model {doc.get('model')!r} with {doc.get('generators')} generator(s), "
-                f"this run is {self.cfg.model!r} with {self.cfg.generators}")
-        epoch, batch = int(doc["epoch"]), int(doc["batch"])
+        doc = ckpt_mod.read_state(ck)  # checked by _pick_checkpoint
+        epoch, batch = doc["epoch"], doc["batch"]
         self._begin_epoch(epoch)
-        self.recipe.load_state(doc.get("recipe", {}))
+        try:
+            self.recipe.load_state(doc.get("recipe", {}))
+            sums = doc.get("epoch_sums") or {}
+            self._sums_from_json(sums)
+            train_seconds = float(doc.get("train_seconds", 0.0))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ckpt_mod.CheckpointError(f"{ck}/state.json: unusable recipe state or sums ({e})") from None
         ckpt_mod.load_modules(ck, self.recipe.modules())
         ckpt_mod.load_training(ck, doc, self.recipe.optimizers())
         self.step = int(doc["step"])
-        self.train_seconds = float(doc.get("train_seconds", 0.0))
+        self.train_seconds = train_seconds
         self._truncate_metrics(self.step)
-        return epoch, batch, doc.get("epoch_sums") or {}
+        return epoch, batch, sums
 
     def _sums_to_json(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in sums.items()}
@@ -470,9 +658,13 @@ class Trainer:
         record["eval"] = res
 
     def run(self) -> Path:
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> Path:
         self._t_start = time.perf_counter()
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         dist_mod.barrier(self.dist)
         self.bar = None
         self.step = 0
@@ -481,11 +673,10 @@ class Trainer:
         self._epoch_t0 = time.perf_counter()
         if self.resume_ckpt is not None:
             start_epoch, start_batch, sums_json = self._restore()
-        elif self.cfg.resume and self.is_main:
-            # A run killed before its first checkpoint starts over.
-            (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         if self.is_main:
             self._write_config()
+        for note in self._notes:
+            self._message(f"warning: {note}")
         slow_bf16 = bf16_warning(self.device.type, self.cfg.precision)
         if slow_bf16:
             self._message(slow_bf16)

@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,7 +38,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.metrics import extractors as ex
+from psgan_fast.train import MAX_SEED, _int_at_least
 
 DATASETS = ("mnist", "fashion-mnist")
 
@@ -58,21 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--images", action="append", default=[], metavar="DATASET[:SPLIT]",
                     help="evaluate a data set (mnist, fashion-mnist or an IDX folder) instead of generators; "
                          "repeatable")
-    ap.add_argument("--num-samples", type=int, default=10000, help="images per generator (default 10000)")
+    ap.add_argument("--num-samples", type=_int_at_least(2), default=10000, help="images per generator (default 10000)")
     ap.add_argument("--feature-extractor", default="auto", choices=("auto",) + ex.EXTRACTORS)
     ap.add_argument("--inception-weights", type=Path, help="local inception-v3-compat weights (offline use)")
     ap.add_argument("--real", metavar="DATASET[:SPLIT]",
                     help="real data (default: the run's data set, train split; mnist without a run)")
     ap.add_argument("--data-dir", type=Path, help="folder holding the real data's IDX files")
-    ap.add_argument("--num-real", type=int,
+    ap.add_argument("--num-real", type=_int_at_least(2),
                     help="use a fixed random subset of this many real images (default: all for mnist-lenet, "
                          "10000 for inception)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--seed", type=_int_at_least(0, MAX_SEED - 1000), default=0)
+    ap.add_argument("--batch-size", type=_int_at_least(1), default=500)
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--no-kid", action="store_true", help="skip KID (the slowest metric with Inception)")
-    ap.add_argument("--kid-subsets", type=int, default=100)
-    ap.add_argument("--kid-subset-size", type=int, default=1000)
+    ap.add_argument("--kid-subsets", type=_int_at_least(1), default=100)
+    ap.add_argument("--kid-subset-size", type=_int_at_least(2), default=1000)
     ap.add_argument("--no-cache", action="store_true", help="recompute the real statistics")
     ap.add_argument("--json", type=Path, help="write the full result here")
     ap.add_argument("--no-progress", action="store_true")
@@ -134,9 +137,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.run_dir is None and args.checkpoint is None and not args.images:
         print("error: give a RUN_DIR, --checkpoint or --images", file=sys.stderr)
         return 2
-    if args.num_samples < 2:
-        print("error: --num-samples must be at least 2", file=sys.stderr)
-        return 2
+    if args.json is not None:
+        problem = _unwritable(args.json)
+        if problem:
+            print(f"error: --json: {problem}", file=sys.stderr)
+            return 2
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     progress = not args.no_progress and sys.stderr.isatty()
 
@@ -189,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for g in res["generators"]:
                 g["name"] = f"G{g['index']}"
         res["seconds"] = time.perf_counter() - t0
-    except (ex.InceptionWeightsUnavailable, FileNotFoundError, ValueError) as e:
+    except (ex.InceptionWeightsUnavailable, OSError, ValueError) as e:  # ValueError: CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 1
 
@@ -198,10 +203,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res["checkpoint"] = None if args.checkpoint is None else os.fspath(args.checkpoint)
     print(format_summary(res))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1) + "\n")
+        try:
+            atomic_write_text(args.json, json.dumps(res, indent=1) + "\n")
+        except OSError as e:
+            print(f"error: --json: cannot write {args.json}: {e.strerror or e}", file=sys.stderr)
+            return 1
         print(f"wrote {args.json}")
     return 0
+
+
+def _unwritable(path: Path) -> Optional[str]:
+    """Why the result could not be written to `path`, found before the
+    evaluation runs (a probe file in its folder); None if it can be."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+        if path.exists():
+            with open(path, "ab"):
+                pass
+    except OSError as e:
+        return f"cannot write {path}: {e.strerror or e}"
+    return None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@
   online. Offline, give a local file: ``inception_weights=PATH`` (CLI
   ``--inception-weights PATH``) or ``$PSGAN_FAST_INCEPTION_WEIGHTS``; a file
   already in the torch hub cache is used without a download. When none of
-  that works, :class:`InceptionWeightsUnavailable` says what to do.
+  that works, :class:`InceptionWeightsUnavailable` says what to do. The
+  weights are read here, never by torch-fidelity's ``torch.load(...,
+  weights_only=False)``: a tensor archive (``torch.load(weights_only=True)``,
+  which runs no pickled code) or a safetensors file, checked to be a plain
+  mapping of names to tensors, then handed to torch-fidelity's constructor.
 * ``mnist-lenet`` — this project's MNIST classifier (:mod:`.lenet`, trained
   by ``scripts/train_mnist_lenet.py``, weights shipped in
   ``psgan_fast/weights/mnist_lenet.safetensors``). Features: ``"128"``, the
@@ -22,8 +26,9 @@ resizes to 28x28 when needed; ``inception-v3-compat`` wants 3 channels, so
 
 from __future__ import annotations
 
-import hashlib
 import os
+import pickle
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
+from psgan_fast.fsutil import sha256_file
 from psgan_fast.metrics.lenet import IMAGE_SIZE, MNISTLeNet
 
 MNIST_LENET = "mnist-lenet"
@@ -137,11 +143,7 @@ def default_feature_extractor(inception_weights: Optional[PathLike] = None) -> s
 
 @lru_cache(maxsize=None)
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(Path(path))
 
 
 def file_sha256(path: PathLike) -> str:
@@ -167,22 +169,16 @@ def create_extractor(name: str, features: Sequence[str], *, inception_weights: O
                                       feature_extractor_weights_path=str(weights))
     else:
         weights = inception_weights_path(inception_weights)
+        if weights is None:
+            state = _download_inception()
+            weights = inception_weights_path()  # downloaded just now into the hub cache
+        else:
+            state = load_tensor_archive(weights)
         try:
-            fe = create_feature_extractor(name, list(features), cuda=False, verbose=False,
-                                          feature_extractor_weights_path=None if weights is None else str(weights))
-        except OSError as e:  # URLError, timeouts, refused connections
-            if weights is not None:
-                raise
-            raise InceptionWeightsUnavailable(
-                f"the Inception weights are not on this machine and downloading them failed ({e}). "
-                f"Pass --inception-weights PATH (or set ${INCEPTION_ENV}) to a local copy of "
-                f"{_inception_file_name()}, or use --feature-extractor mnist-lenet") from None
-        except RuntimeError as e:
-            if weights is None:
-                raise
-            raise ValueError(f"{weights} is not an inception-v3-compat weights file: {e}") from None
-        if weights is None:  # downloaded just now into the hub cache
-            weights = inception_weights_path()
+            fe = _inception_from_state(features, state)
+        except RuntimeError as e:  # load_state_dict: missing/unexpected keys, shapes
+            raise ValueError(f"{weights} is not an inception-v3-compat weights file: "
+                             f"{_first_line(e)}") from None
     fe = fe.to(device)
     identity = {
         "name": name,
@@ -190,6 +186,85 @@ def create_extractor(name: str, features: Sequence[str], *, inception_weights: O
         "weights_sha256": None if weights is None else file_sha256(weights),
     }
     return fe, identity
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _refusal(e: BaseException) -> str:
+    """The one useful line of torch's weights_only refusal (what it met in
+    the pickle), without its advice to load with weights_only=False."""
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(boiler)]
+    return " ".join(lines) or _first_line(e)
+
+
+def load_tensor_archive(path: PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file or a torch tensor archive, read
+    without running pickled code; anything that is not a non-empty mapping
+    of names to tensors is refused with a one-line ValueError."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the Inception weights ({e.strerror or e})") from None
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} is not an inception-v3-compat weights file: not a plain tensor archive, "
+                         f"refused without running it ({_refusal(e)})") from None
+    except Exception as e:  # noqa: BLE001 - EOFError, RuntimeError (zip), SafetensorError...
+        what = "an empty file" if not head else _first_line(e)
+        raise ValueError(f"{path} is not an inception-v3-compat weights file ({what})") from None
+    if not (isinstance(state, dict) and state and all(isinstance(k, str) and torch.is_tensor(v)
+                                                      for k, v in state.items())):
+        raise ValueError(f"{path} is not an inception-v3-compat weights file (not a mapping of names to tensors)")
+    return dict(state)
+
+
+def _download_inception() -> dict[str, torch.Tensor]:
+    """torch-fidelity's weights from its release URL into the torch hub
+    cache, read with weights_only=True."""
+    import torch_fidelity.feature_extractor_inceptionv3 as inc
+
+    try:
+        return inc.load_state_dict_from_url(inc.URL_INCEPTION_V3, map_location="cpu", progress=False,
+                                            weights_only=True)
+    except OSError as e:  # URLError, timeouts, refused connections
+        raise InceptionWeightsUnavailable(
+            f"the Inception weights are not on this machine and downloading them failed ({e}). "
+            f"Pass --inception-weights PATH (or set ${INCEPTION_ENV}) to a local copy of "
+            f"{_inception_file_name()}, or use --feature-extractor mnist-lenet") from None
+    except Exception as e:  # noqa: BLE001 - a damaged download
+        raise ValueError(f"the downloaded Inception weights are not usable ({_first_line(e)}); delete "
+                         f"{Path(torch.hub.get_dir()) / 'checkpoints' / _inception_file_name()} and retry") from None
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def _inception_from_state(features: Sequence[str], state: dict[str, torch.Tensor]) -> FeatureExtractorBase:
+    """torch-fidelity's inception-v3-compat built from an already-loaded
+    state dict: its constructor fetches the weights through
+    `load_state_dict_from_url` when given no path, so that one name is
+    pointed at `state` while it runs."""
+    from torch_fidelity.utils import create_feature_extractor
+    import torch_fidelity.feature_extractor_inceptionv3 as inc
+
+    with _BUILD_LOCK:
+        fetch = inc.load_state_dict_from_url
+        inc.load_state_dict_from_url = lambda *a, **k: state
+        try:
+            return create_feature_extractor(INCEPTION, list(features), cuda=False, verbose=False)
+        finally:
+            inc.load_state_dict_from_url = fetch
 
 
 def prepare_images(images: torch.Tensor, extractor_name: str) -> torch.Tensor:

@@ -13,6 +13,15 @@ stream: a resumed run rebuilds the networks of the checkpoint's epoch,
 loads the saved tensors and RNG state, and continues bit for bit (on the
 CPU in deterministic mode; tested with a real SIGKILL).
 
+The run directory. A run holds an exclusive lock on its directory for its
+life (`fsutil.DirLock`; the kernel drops it when the process dies). A fresh
+run refuses a directory that already holds files unless `overwrite`; a
+resume continues from the checkpoint `checkpoint.find` picks (LATEST's if
+intact, else the newest intact one, with a warning) or refuses without
+touching anything. Settings that define the run are fixed on a resume;
+epochs and the logging/checkpoint/eval cadence may change, and each start
+and resume is recorded in config.json's "history".
+
 Host syncs. `recipe.step` returns device tensors; the loop adds them to
 device accumulators and reads them only every `log_every` steps (and at
 epoch ends), which is also where a NaN/Inf loss is detected. No

@@ -249,6 +249,33 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
     return "\n".join(lines) + "\n"
 
 
+def write_report(out: Path, argv: Optional[Sequence[str]]) -> int:
+    """`--report`: the table of every scored run in `out` (variants in
+    registry order, then seeds), under the schedule they share."""
+    docs = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/ablation.json"))]
+    docs = [d for d in docs if d["key"]["variant"] in VARIANTS]
+    if not docs:
+        print(f"error: no scored runs in {out / 'runs'}", file=sys.stderr)
+        return 1
+    keys = {(d["key"]["generators"], d["key"]["epochs"], d["key"]["batches"], d["key"]["samples"]) for d in docs}
+    if len(keys) > 1:
+        print(f"error: the runs in {out} were made on different schedules {sorted(keys)}", file=sys.stderr)
+        return 1
+    order = list(VARIANTS)
+    docs.sort(key=lambda d: (order.index(d["key"]["variant"]), d["key"]["seed"]))
+    g, e, b, n = keys.pop()
+    opts = {"generators": g, "epochs": e, "batches": b, "samples": n}
+    words = list(sys.argv[1:] if argv is None else argv)
+    setup = {"command": "python -m psgan_fast.ablate " + " ".join(words), "commit": _commit(), "machine": _machine(),
+             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": 0.0}
+    results = [d["result"] for d in docs]
+    atomic_write_text(out / "ablation.json", json.dumps({"setup": setup, "options": opts, "results": results},
+                                                        indent=1))
+    atomic_write_text(out / "ABLATION.md", render(results, opts, setup))
+    print(f"wrote {out / 'ABLATION.md'} ({len(results)} runs)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m psgan_fast.ablate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
     p.add_argument("--smoke", action="store_true", help=f"tiny schedule {SMOKE} (CI)")
     p.add_argument("--list", action="store_true", help="list the variants and exit")
+    p.add_argument("--report", action="store_true",
+                   help="train nothing: write the table from every run already scored in --out")
     return p
 
 
@@ -294,6 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     opts = {"out": args.out, "generators": args.generators, "epochs": args.epochs, "batches": args.batches,
             "samples": args.samples, "threads": threads}
     out = Path(args.out)
+    if args.report:
+        return write_report(out, argv)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(v, s) for v in variants for s in seeds]
     results: dict[tuple[str, int], dict] = {}

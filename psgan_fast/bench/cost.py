@@ -1,0 +1,107 @@
+"""What the recommended PS-GAN step costs against the paper's, and where the
+difference goes.
+
+    python -m psgan_fast.bench.cost [--generators 1,2,3] [--steps 32] [--out docs/results/cost.md]
+
+Every configuration gets its own PS-GAN recipe at the 28x28 stage on the
+same random batch; step i of every configuration runs before step i+1 of
+any (interleaved, so load from other processes hits them alike), and each
+step's process CPU time is taken (one torch thread: the time the step ran,
+not the time others held the core). A configuration's figure is the MEAN
+over `steps` steps, a multiple of the lazy R1/R2 interval, so the penalty
+steps count at their real frequency (a median would hide them). Ratios are
+against the paper's rule (`--loss ps`) with the same N, measured in the
+same run.
+
+The configurations decompose the recommended default one ingredient at a
+time: ps -> rps (gates off) -> + skip networks -> + R1/R2 (= the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from psgan_fast.config import RECOMMENDED_LOSS, TrainConfig
+
+# (label, TrainConfig overrides): the paper's rule first (the baseline).
+CONFIGS = (
+    ("ps (the paper's Algorithm 2)", {"loss": "ps"}),
+    ("rps (gates off)", {"loss": "rps"}),
+    ("rps + skip networks", {"loss": "rps", "skips": True}),
+    (f"{RECOMMENDED_LOSS} (the default)", {"loss": RECOMMENDED_LOSS}),
+)
+
+
+def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIGS,
+               image_size: int = 28) -> list[tuple[str, float]]:
+    """(label, mean CPU seconds per step at the last stage) per configuration."""
+    from psgan_fast.models.psgan import PSGANRecipe
+
+    recipes = []
+    for _, over in configs:
+        cfg = TrainConfig(generators=generators, stage_epochs=(1, 1, 1), epochs=3, **over)
+        r = PSGANRecipe(cfg, image_size=image_size, channels=1, steps_per_epoch=10 ** 6, device=torch.device("cpu"))
+        for epoch in range(3):
+            r.begin_epoch(epoch)
+        recipes.append(r)
+    x = torch.rand(64, 1, image_size, image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    times: list[list[float]] = [[] for _ in recipes]
+    for i in range(warmup + steps):
+        order = list(range(len(recipes)))
+        order = order[i % len(order):] + order[:i % len(order)]  # rotate who goes first
+        for j in order:
+            t0 = time.process_time()
+            recipes[j].step(x).d_loss.item()
+            if i >= warmup:
+                times[j].append(time.process_time() - t0)
+    return [(label, sum(ts) / len(ts)) for (label, _), ts in zip(configs, times)]
+
+
+def render(results: dict[int, list[tuple[str, float]]], steps: int) -> str:
+    import platform
+
+    import os
+
+    lines = ["# Step cost: the recommended PS-GAN against the paper's", "",
+             f"`python -m psgan_fast.bench.cost` on {platform.machine()} ({os.cpu_count()} cores), torch "
+             f"{torch.__version__}, {torch.get_num_threads()} thread(s), {time.strftime('%Y-%m-%d %H:%M')}: "
+             f"28x28 stage, batch 64, mean process CPU time over {steps} interleaved steps.", "",
+             "| N | configuration | ms / step | vs the paper's step |", "|---:|---|---:|---:|"]
+    for n, rows in results.items():
+        base = rows[0][1]
+        for label, sec in rows:
+            lines.append(f"| {n} | {label} | {1e3 * sec:.1f} | {sec / base:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m psgan_fast.bench.cost", description=__doc__.split("\n\n")[0])
+    p.add_argument("--generators", default="1,2,3", help="comma-separated N")
+    p.add_argument("--steps", type=int, default=32, help="timed steps per configuration (a multiple of 4)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="also write the Markdown table here")
+    args = p.parse_args(argv)
+    try:
+        ns = [int(v) for v in args.generators.split(",") if v]
+    except ValueError:
+        p.error(f"--generators: expected comma-separated integers, got {args.generators!r}")
+    if not ns or min(ns) < 1:
+        p.error("--generators: at least one N >= 1")
+    if args.steps < 1:
+        p.error(f"--steps: must be >= 1, got {args.steps}")
+    torch.set_num_threads(args.threads)
+    results = {n: step_costs(n, args.steps) for n in ns}
+    text = render(results, args.steps)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -150,19 +150,18 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
 
     from psgan_fast import checkpoint as ckpt_mod
     from psgan_fast.api import load_generators
+    from psgan_fast.config import TrainConfig
     from psgan_fast.metrics.evaluation import evaluate_generators
     from psgan_fast.trainer import train
 
     cfg = train_config(variant, generators=opts["generators"], seed=seed, epochs=opts["epochs"],
                        batches=opts["batches"], run_dir=run_dir)
-    done = False
-    try:
-        done = int(ckpt_mod.read_state(ckpt_mod.latest(run_dir))["epoch"]) + 1 >= cfg.epochs
-    except Exception:  # no (complete) checkpoint yet: train from the start
-        pass
+    ck = ckpt_mod.latest(run_dir) if run_dir.is_dir() else None
     t0 = time.perf_counter()
-    if not done:
-        train(cfg)
+    if ck is None:  # nothing to keep (a run killed before its first checkpoint): start afresh
+        train(dataclasses.replace(cfg, overwrite=run_dir.exists()))
+    elif int(ckpt_mod.read_state(ck)["epoch"]) + 1 < cfg.epochs:  # killed part-way: continue it
+        train(TrainConfig(resume=str(run_dir), progress=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gens = load_generators(run_dir)

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import torch
 
 from psgan_fast.config import RECOMMENDED_LOSS, TrainConfig
+from psgan_fast.fsutil import atomic_write_text
 
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
 CONFIGS = (
@@ -63,13 +64,12 @@ def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIG
 
 
 def render(results: dict[int, list[tuple[str, float]]], steps: int) -> str:
-    import platform
+    from psgan_fast.bench.timing import machine_info
 
-    import os
-
+    m = machine_info()
     lines = ["# Step cost: the recommended PS-GAN against the paper's", "",
-             f"`python -m psgan_fast.bench.cost` on {platform.machine()} ({os.cpu_count()} cores), torch "
-             f"{torch.__version__}, {torch.get_num_threads()} thread(s), {time.strftime('%Y-%m-%d %H:%M')}: "
+             f"`python -m psgan_fast.bench.cost` on {m['cpu']} ({m['cores']} cores, load {m['load_average']}), "
+             f"torch {m['torch']}, {m['threads']} thread(s), {time.strftime('%Y-%m-%d %H:%M')}: "
              f"28x28 stage, batch 64, mean process CPU time over {steps} interleaved steps.", "",
              "| N | configuration | ms / step | vs the paper's step |", "|---:|---|---:|---:|"]
     for n, rows in results.items():
@@ -97,9 +97,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     results = {n: step_costs(n, args.steps) for n in ns}
     text = render(results, args.steps)
-    print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        atomic_write_text(Path(args.out), text)
+    print(text)
     return 0
 
 

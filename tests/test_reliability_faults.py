@@ -19,7 +19,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import psgan_fast
 from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast.config import TrainConfig
 
@@ -74,7 +73,9 @@ def damage_latest(run: Path, rnd: random.Random) -> str:
 def kill_at_random_moments(tmp_path: Path, kills: int, batches: int) -> None:
     seed = int(os.environ.get("PSGAN_FAULT_SEED", time.time_ns() % 2**32))
     rnd = random.Random(seed)
-    ref = psgan_fast.train(config(tmp_path / "ref", batches))
+    ref = tmp_path / "ref"  # in a process of its own like the killed ones: no state from other tests
+    first = life(ref, batches)
+    assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-3000:]
     run = tmp_path / "killed"
     log = [f"seed {seed}"]
     done = 0

@@ -25,7 +25,7 @@ class PrintEpochs(psgan_fast.Callback):
 
 def main(out: Path) -> dict:
     cfg = TrainConfig(model="psgan", generators=2, epochs=3, stage_epochs=(1, 1, 1), limit_batches=20,
-                      out=str(out / "run"), progress=False, log_every=10)
+                      out=str(out / "run"), overwrite=True, progress=False, log_every=10)  # rerunnable
     run = psgan_fast.train(cfg, callbacks=[PrintEpochs()])
     gens = psgan_fast.load_generators(run)
     metrics = evaluate_generators(gens, num_samples=500)

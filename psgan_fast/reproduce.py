@@ -1037,7 +1037,32 @@ def write_report(out: Path, plan: dict, ctx: dict, progress: dict, *, figures: b
     ref = ctx.get("reference")
     text = render_report(out, plan, table, figs, ref, ctx, progress)
     atomic_write_text(out / "REPORT.md", text)
+    atomic_write_text(out / "results.json", json.dumps(results_doc(plan, table, ref, progress), indent=1))
     return out / "REPORT.md"
+
+
+def results_doc(plan: dict, table: dict, reference: Optional[dict], progress: dict) -> dict:
+    """The numbers behind REPORT.md in one JSON file (for docs/results/):
+    the command, commit, machine, budget and schedule, and per row and seed
+    the FID / IS / training time, D's last-epoch accuracy and the class
+    histograms of the union and of each generator."""
+    from psgan_fast.ablate import _commit
+
+    rows = {}
+    for row, entries in table.items():
+        rows[row] = {"label": LABELS[row], "model": ROWS[row]["model"], "generators": ROWS[row]["generators"],
+                     "loss": ROWS[row]["loss"] if ROWS[row]["model"] == "psgan" else None,
+                     "runs": [{"seed": e["seed"], "status": e["status"], "steps": e["steps"],
+                               "train_seconds": e["train_seconds"], "d_picks_real": e.get("d_right"),
+                               **({k: e["eval"].get(k) for k in ("fid", "is_mean", "is_std", "class_histogram",
+                                                                 "generators", "num_samples")}
+                                  if e["eval"] else {})} for e in entries]}
+    return {"command": plan["command"], "commit": _commit(), "created": plan["created"],
+            "machine": {"device": plan["device_name"], "cores": plan["cpu_count"], "torch_threads":
+                        plan["torch_threads"], "versions": plan["versions"]},
+            "budget_minutes": plan["budget_minutes"], "flags": plan["flags"], "schedule": plan["schedule"],
+            "wall_seconds": sum(inv.get("wall_seconds", 0.0) for inv in progress.get("invocations", [])),
+            "feature_extractor": plan["feature_extractor"], "reference": reference, "rows": rows}
 
 
 # --------------------------------------------------------------------------

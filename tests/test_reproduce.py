@@ -192,6 +192,11 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
     for row in ("sngan",) + rp.REC_ROW_IDS:
         assert f"| {rp.LABELS[row]} |" in rec
     assert "No wasted generator (recommended PS-GAN)" in rec and "Cost of the recommended update" in rec
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["command"].startswith("python -m psgan_fast.reproduce") and doc["budget_minutes"] == 5.0
+    assert set(doc["rows"]) == set(rp.ROW_IDS) and doc["rows"]["psgan-g2"]["loss"] == "ps"
+    g3 = doc["rows"]["psgan-rec-g3"]["runs"][0]
+    assert len(g3["generators"]) == 3 and all(sum(g["class_histogram"]) == 200 for g in g3["generators"])
     # what produced it
     assert "mnist-lenet" in report and "at most 10" in report and "torch " + torch.__version__ in report
     assert "Budget:" in report and "smoke" in report

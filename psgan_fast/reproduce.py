@@ -438,6 +438,14 @@ def train_run(plan: dict, row: str, seed: int, run_dir: Path, step_limit: Option
     return run_status(run_dir)[1] - step0
 
 
+def _wall_minutes(plan: dict) -> float:
+    """The plan's predicted wall clock: the runs' serial total, shared by
+    --jobs processes at JOBS_EFFICIENCY."""
+    jobs = int(plan["flags"].get("jobs") or 1)
+    serial = plan["prediction"]["total_seconds"] / 60
+    return serial if jobs <= 1 else serial / (jobs * JOBS_EFFICIENCY)
+
+
 def _train_worker(plan: dict, row: str, seed: int, run_dir: str, threads: Optional[int]) -> str:
     """One run in a worker process (--jobs): train it, or mark it failed."""
     import torch
@@ -935,8 +943,9 @@ def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], r
         planned = "smoke run: a fixed tiny schedule, no calibration"
     else:
         planned = (f"calibration took {(plan.get('calibration') or {}).get('seconds', 0) / 60:.1f} min; training "
-                   f"and evaluation were predicted to take {pred.get('total_seconds', 0) / 60:.1f} min (the plan aims "
-                   f"at {int(TARGET_FRACTION * 100)}% of the budget)")
+                   f"and evaluation were predicted to take {_wall_minutes(plan):.1f} min of wall clock "
+                   f"({pred.get('total_seconds', 0) / 60:.1f} min of work, {plan['flags'].get('jobs') or 1} "
+                   f"run(s) at a time; the plan aims at {int(TARGET_FRACTION * 100)}% of the budget)")
     a(f"- **Budget:** {plan['budget_minutes']:g} min ({planned}). Wall-clock so far: {wall / 60:.1f} min over "
       f"{len(progress.get('invocations', []))} invocation(s).")
     la = [plan.get("loadavg_at_plan"), progress.get("loadavg_last")]
@@ -1317,7 +1326,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pred = plan["prediction"]
             _log(f"plan: {sch['epochs']} epochs (stages {'/'.join(map(str, sch['stage_epochs']))}) x "
                  f"{sch['limit_batches']} batches of {BATCH_SIZE}, {len(plan['seeds'])} seed(s), "
-                 f"{ctx['extractor_name']}" + (f"; predicted {pred['total_seconds'] / 60:.1f} min of "
+                 f"{ctx['extractor_name']}" + (f"; predicted {_wall_minutes(plan):.1f} min of "
                                               f"{plan['budget_minutes']:g}" if pred else " (smoke)")
                  + f" -> {plan_path}")
         else:

@@ -77,6 +77,8 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "recommended-g1": ("recommended", "1 generator", {"generators": 1}),
     "recommended-g3": ("recommended", "3 generators", {"generators": 3}),
     "recommended-every8": ("recommended", "R1/R2 every 8 steps instead of 4", {"reg_every": 8}),
+    "recommended-every16": ("recommended", "R1/R2 every 16 steps instead of 4 (StyleGAN2's interval)",
+                            {"reg_every": 16}),
     "recommended-beta0": ("recommended", "Adam betas (0, 0.99) as R3GAN", {"betas": (0.0, 0.99)}),
     "recommended-gamma1": ("recommended", "R1/R2 gamma 1 instead of 0.1", {"r1": 1.0, "r2": 1.0}),
     "bce": ("paper", "non-saturating BCE, no N+1 decision", {"loss": "bce"}),

@@ -189,31 +189,20 @@ def _fmt(x: Optional[float], digits: int = 1) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def _commit() -> Optional[str]:
-    import subprocess
+def _write_table(out: Path, results: list[dict], opts: dict, argv: Optional[Sequence[str]],
+                 wall_seconds: float) -> None:
+    """ablation.json and ABLATION.md, with the command, commit and machine."""
+    from psgan_fast.bench.timing import git_commit, machine_info
 
-    try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                           cwd=Path(__file__).resolve().parent)
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _machine() -> str:
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+    m = machine_info()
+    words = list(sys.argv[1:] if argv is None else argv)
+    setup = {"command": "python -m psgan_fast.ablate " + " ".join(words), "commit": git_commit(),
+             "machine": f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}",
+             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": wall_seconds}
+    atomic_write_text(out / "ablation.json", json.dumps({"setup": setup, "options": opts, "results": results},
+                                                        indent=1))
+    atomic_write_text(out / "ABLATION.md", render(results, opts, setup))
+    print(f"wrote {out / 'ABLATION.md'} ({len(results)} runs)", file=sys.stderr)
 
 
 def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str:
@@ -266,14 +255,7 @@ def write_report(out: Path, argv: Optional[Sequence[str]]) -> int:
     docs.sort(key=lambda d: (order.index(d["key"]["variant"]), d["key"]["seed"]))
     g, e, b, n = keys.pop()
     opts = {"generators": g, "epochs": e, "batches": b, "samples": n}
-    words = list(sys.argv[1:] if argv is None else argv)
-    setup = {"command": "python -m psgan_fast.ablate " + " ".join(words), "commit": _commit(), "machine": _machine(),
-             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_seconds": 0.0}
-    results = [d["result"] for d in docs]
-    atomic_write_text(out / "ablation.json", json.dumps({"setup": setup, "options": opts, "results": results},
-                                                        indent=1))
-    atomic_write_text(out / "ABLATION.md", render(results, opts, setup))
-    print(f"wrote {out / 'ABLATION.md'} ({len(results)} runs)", file=sys.stderr)
+    _write_table(out, [d["result"] for d in docs], opts, argv, 0.0)
     return 0
 
 
@@ -330,30 +312,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     jobs = [(v, s) for v in variants for s in seeds]
     results: dict[tuple[str, int], dict] = {}
     t0 = time.perf_counter()
-    if args.jobs == 1:
-        for i, (v, s) in enumerate(jobs):
-            results[(v, s)] = run_variant(v, s, opts)
-            print(f"[{i + 1}/{len(jobs)}] {v} seed {s}: FID {results[(v, s)]['fid']:.2f} "
-                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futs = {pool.submit(run_variant, v, s, opts): (v, s) for v, s in jobs}
-            for i, fut in enumerate(as_completed(futs)):
-                results[futs[fut]] = fut.result()
-                print(f"[{i + 1}/{len(jobs)}] {futs[fut][0]} seed {futs[fut][1]}: FID "
-                      f"{results[futs[fut]]['fid']:.2f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    ordered = [results[j] for j in jobs]
-    words = list(sys.argv[1:] if argv is None else argv)
-    setup = {"command": "python -m psgan_fast.ablate " + " ".join(words), "commit": _commit(),
-             "machine": _machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-             "wall_seconds": time.perf_counter() - t0}
-    atomic_write_text(out / "ablation.json", json.dumps({"setup": setup, "options": opts, "results": ordered},
-                                                        indent=1))
-    atomic_write_text(out / "ABLATION.md", render(ordered, opts, setup))
-    print(f"wrote {out / 'ABLATION.md'}", file=sys.stderr)
+    for i, ((v, s), res) in enumerate(_run_all(jobs, opts, args.jobs), 1):
+        results[(v, s)] = res
+        print(f"[{i}/{len(jobs)}] {v} seed {s}: FID {res['fid']:.2f} ({time.perf_counter() - t0:.0f} s)",
+              file=sys.stderr)
+    _write_table(out, [results[j] for j in jobs], opts, argv, time.perf_counter() - t0)
     return 0
+
+
+def _run_all(jobs: list[tuple[str, int]], opts: dict, workers: int):
+    """(job, result) as each run finishes: in this process, or `workers` at a time."""
+    if workers == 1:
+        for v, s in jobs:
+            yield (v, s), run_variant(v, s, opts)
+        return
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futs = {pool.submit(run_variant, v, s, opts): (v, s) for v, s in jobs}
+        for fut in as_completed(futs):
+            yield futs[fut], fut.result()
 
 
 if __name__ == "__main__":

@@ -147,25 +147,10 @@ def _shares(choice: torch.Tensor, n_plus_1: int) -> torch.Tensor:
 
 
 def ps_loss(logits: torch.Tensor) -> LossOutput:
-    """Algorithm 2 on D's logits [N+1, B] (row 0 real, row k generator k)."""
-    logits = _check_logits(logits)
-    n_plus_1, batch = logits.shape
-    choice = d_choice(logits.detach())
-
-    # D: cross-entropy towards the real image, only in the groups it got wrong.
-    d_wrong = (choice != 0).float()
-    d_ce = torch.logsumexp(logits, 0) - logits[0]
-    d_loss = (d_wrong * d_ce).sum() / batch
-
-    # Generator k: -log p_k with only row k live, where D did not pick k.
-    frozen = logits.detach()
-    g_losses = []
-    for k in range(1, n_plus_1):
-        live = torch.cat([frozen[:k], logits[k:k + 1], frozen[k + 1:]])
-        nll = torch.logsumexp(live, 0) - logits[k]
-        g_losses.append(((choice != k).float() * nll).sum() / batch)
-    g_losses_t = torch.stack(g_losses)
-    return LossOutput(d_loss, g_losses_t.mean(), g_losses_t, _shares(choice, n_plus_1))
+    """Algorithm 2 on D's logits [N+1, B] (row 0 real, row k generator k):
+    `group_loss` with both of the paper's gates (D learns only where it was
+    wrong, generator k only where D did not pick its fake)."""
+    return group_loss(logits, d_gate=0.0, g_gate=True)
 
 
 def bce_loss(logits: torch.Tensor) -> LossOutput:
@@ -182,8 +167,8 @@ def bce_loss(logits: torch.Tensor) -> LossOutput:
 
 
 def group_loss(logits: torch.Tensor, *, d_gate: float = 0.0, g_gate: bool = True) -> LossOutput:
-    """Algorithm 2's N+1-way softmax with soft gates (the `ps-soft` and
-    `rps` variants; `ps_loss` is this with d_gate = 0, g_gate = True).
+    """Algorithm 2's N+1-way softmax with soft gates (`ps_loss` is this with
+    d_gate = 0, g_gate = True; `ps-soft` and `rps` set them otherwise).
 
     D:  sum_i w_i * CE_i / B,   CE_i = logsumexp_j(l_ji) - l_0i,
         w_i = 1 where D was wrong in group i, `d_gate` (lambda) where right.
@@ -241,9 +226,15 @@ class LossSpec:
     skips: bool = False    # stage networks with an image output/input at every level (stages.py)
     summary: str = ""
 
+    @property
+    def gated(self) -> bool:
+        """Do the gate knobs (d_gate, g_gate) apply? Only to the specs built
+        on `group_loss`; `ps` is the paper's rule as written."""
+        return self.fn is group_loss
+
     def loss_fn(self, d_gate: Optional[float] = None, g_gate: Optional[bool] = None):
         """The loss as a function of the logits alone, knobs bound."""
-        if self.fn is group_loss:
+        if self.gated:
             return partial(group_loss, d_gate=self.d_gate if d_gate is None else d_gate,
                            g_gate=self.g_gate if g_gate is None else g_gate)
         if d_gate is not None or g_gate is not None:

@@ -141,6 +141,17 @@ class Recipe(abc.ABC):
         module and optimiser tensors are loaded."""
 
 
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """`module`'s parameters take no gradient inside (a generator's update
+    backpropagates through D without accumulating into it)."""
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
 class SinglePairRecipe(Recipe):
     """A recipe with one generator ``self.G`` and one discriminator
     ``self.D``, trained by ``self.opt_g`` / ``self.opt_d`` (the baselines)."""
@@ -152,15 +163,9 @@ class SinglePairRecipe(Recipe):
         loss.backward()
         opt.step()
 
-    @contextlib.contextmanager
     def d_frozen(self):
-        """D's parameters take no gradient inside (the generator's update
-        backpropagates through D without accumulating into it)."""
-        self.D.requires_grad_(False)
-        try:
-            yield
-        finally:
-            self.D.requires_grad_(True)
+        """`frozen(self.D)`: the generator's update does not accumulate into D."""
+        return frozen(self.D)
 
     @property
     def num_generators(self) -> int:

@@ -81,6 +81,7 @@ JOBS_EFFICIENCY = 0.8
 
 # (row id, model, generators, paper seconds, paper ratio vs SNGAN): Table 3.
 # The recommended PS-GAN rows (psgan-rec-gN) train beside them with the default loss.
+from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # noqa: E402  (the "no wasted generator" rule)
 from psgan_fast.bench.timing import RECOMMENDED_ROWS, TABLE3, row_loss  # noqa: E402
 from psgan_fast.fsutil import atomic_write_text, read_jsonl  # noqa: E402
 
@@ -811,13 +812,6 @@ def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
     return out
 
 
-# The "no wasted generator" rule and the union's class range (issue #15), one home: the ablation's.
-def _collapse_rule():
-    from psgan_fast.ablate import UNION_SHARE_RANGE, verdict
-
-    return verdict, UNION_SHARE_RANGE
-
-
 # The recommended step may cost at most this much more than the paper's.
 MAX_COST_RATIO = 1.15
 
@@ -826,7 +820,6 @@ def _classes(entries: list[dict]) -> tuple[Optional[float], Optional[int], Optio
     """Over a row's evaluated seeds: the largest top-class share of any
     generator, the number of collapsed generators, and the union's class
     share range (min, max)."""
-    verdict, _ = _collapse_rule()
     tops, collapsed, lo, hi = [], 0, [], []
     for e in entries:
         ev = e.get("eval") or {}
@@ -852,7 +845,7 @@ def recommended_section(table: dict, plan: dict) -> list[str]:
     rows = [r for r in ("sngan",) + tuple(f"psgan-g{n}" for n in (1, 2, 3)) + REC_ROW_IDS if r in table]
     if not any(r in table for r in REC_ROW_IDS):
         return []
-    _, (lo_ok, hi_ok) = _collapse_rule()
+    lo_ok, hi_ok = UNION_SHARE_RANGE
     L = ["## The paper's PS-GAN and the recommended one, beside SNGAN\n",
          f"The paper's rows train `--loss ps` (Algorithm 2 read literally); the recommended rows train "
          f"`--loss {ROWS[REC_ROW_IDS[0]]['loss']}`, the default of `--model psgan` (docs/DESIGN.md). A generator is "
@@ -1055,7 +1048,7 @@ def results_doc(plan: dict, table: dict, reference: Optional[dict], progress: di
     the command, commit, machine, budget and schedule, and per row and seed
     the FID / IS / training time, D's last-epoch accuracy and the class
     histograms of the union and of each generator."""
-    from psgan_fast.ablate import _commit
+    from psgan_fast.bench.timing import git_commit
 
     rows = {}
     for row, entries in table.items():
@@ -1066,7 +1059,7 @@ def results_doc(plan: dict, table: dict, reference: Optional[dict], progress: di
                                **({k: e["eval"].get(k) for k in ("fid", "is_mean", "is_std", "class_histogram",
                                                                  "generators", "num_samples")}
                                   if e["eval"] else {})} for e in entries]}
-    return {"command": plan["command"], "commit": _commit(), "created": plan["created"],
+    return {"command": plan["command"], "commit": git_commit(), "created": plan["created"],
             "machine": {"device": plan["device_name"], "cores": plan["cpu_count"], "torch_threads":
                         plan["torch_threads"], "versions": plan["versions"]},
             "budget_minutes": plan["budget_minutes"], "flags": plan["flags"], "schedule": plan["schedule"],

@@ -195,11 +195,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 def _validate_psgan_knobs(cfg: TrainConfig, need) -> None:
     """PS-GAN's update-rule knobs (None: the --loss spec's own value)."""
     from psgan_fast.config import D_ARCHS, UPDATES
-    from psgan_fast.loss import group_loss, get_spec
+    from psgan_fast.loss import get_spec
 
     need(cfg.d_gate is None or (math.isfinite(cfg.d_gate) and 0.0 <= cfg.d_gate <= 1.0), "--d-gate",
          f"must be in [0, 1], got {cfg.d_gate}")
-    grouped = get_spec(cfg.loss).fn is group_loss if cfg.loss in LOSSES else True
+    grouped = get_spec(cfg.loss).gated if cfg.loss in LOSSES else True
     need(grouped or (cfg.d_gate is None and cfg.g_gate is None), "--d-gate" if cfg.d_gate is not None else "--g-gate",
          f"the gates apply to the group-softmax losses (ps-soft, rps, ...), not to --loss {cfg.loss}")
     for flag, v in (("--r1", cfg.r1), ("--r2", cfg.r2)):

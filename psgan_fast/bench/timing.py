@@ -121,6 +121,18 @@ def machine_info(device: Optional[torch.device] = None) -> dict:
     return info
 
 
+def git_commit() -> Optional[str]:
+    """The short commit of the checkout this package runs from (None outside git)."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                           cwd=os.path.dirname(os.path.abspath(__file__)))
+        return r.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 @dataclass
 class Timing:
     """One row's measurement. `seconds`: the table figure (per stage,

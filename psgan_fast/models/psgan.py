@@ -77,7 +77,7 @@ from psgan_fast.config import TrainConfig
 from psgan_fast.kernels.mix import mix_weights  # Algorithm 1 (Triton on CUDA, else psgan_fast.transfer)
 from psgan_fast.loss import UPDATES, GradRoute, LossOutput, get_spec, gradient_penalty, routed_backward
 from psgan_fast.parallel import ParallelGenerators
-from psgan_fast.recipe import Recipe, StepOutput
+from psgan_fast.recipe import Recipe, StepOutput, frozen
 from psgan_fast.stages import (LATENT_DIM, WIDTH, Discriminator, Generator, StageSchedule,
                                stage_resolutions)
 
@@ -250,17 +250,11 @@ class PSGANRecipe(Recipe):
         if penalise:
             self._penalty(real, fakes, extras)
         self._opts["D"].step()
-        d_params = [p for p in self._D.parameters() if p.requires_grad]
-        for p in d_params:
-            p.requires_grad_(False)
-        try:
+        with frozen(self._D):
             with torch.autocast(**amp):
                 logits_g = self._D(torch.cat([real, *fakes])).view(self.n + 1, batch)
             out_g = self.loss_fn(logits_g)
             out_g.g_loss.backward()
-        finally:
-            for p in d_params:
-                p.requires_grad_(True)
         for name, opt in self._opts.items():
             if name != "D":
                 opt.step()

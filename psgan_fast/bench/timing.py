@@ -27,7 +27,7 @@ other processes held the core).
 
 Threads. On the project's shared 2-core machine two OpenMP threads ran the
 training steps 10-40x slower than one whenever other processes were busy
-(load average 5-7; measured interleaved, see the README), so the benchmarks
+(load average 5-7; measured interleaved, see docs/BENCHMARKS.md), so the benchmarks
 pin torch to `bench_threads()` threads: $PSGAN_BENCH_THREADS, default 1.
 The matmul peak is measured with the same thread count.
 """

@@ -73,7 +73,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_report_header(config):
     import torch
 
-    from psgan_fast.bench.timing import load_average
+    from psgan_fast.machine import load_average
 
     return [f"psgan_fast benchmarks: torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) "
             f"($PSGAN_BENCH_THREADS), malloc tuned {_RUNTIME.get('malloc_tuned')} ($PSGAN_BENCH_MALLOC), "

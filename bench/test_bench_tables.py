@@ -37,8 +37,9 @@ import pytest
 import torch
 
 from conftest import record_table_row, report
-from psgan_fast.bench.timing import (TABLE3, load_average, machine_info, make_recipe, matmul_peak,
-                                     real_batches, time_rows, time_training)
+from psgan_fast.bench.timing import make_recipe, matmul_peak, real_batches, time_rows, time_training
+from psgan_fast.machine import load_average, machine_info
+from psgan_fast.paper import TABLE3
 
 STEPS = int(os.environ.get("PSGAN_BENCH_STEPS", "8"))
 REPEATS = int(os.environ.get("PSGAN_BENCH_REPEATS", "2"))

@@ -192,7 +192,7 @@ def _fmt(x: Optional[float], digits: int = 1) -> str:
 def _write_table(out: Path, results: list[dict], opts: dict, argv: Optional[Sequence[str]],
                  wall_seconds: float) -> None:
     """ablation.json and ABLATION.md, with the command, commit and machine."""
-    from psgan_fast.bench.timing import git_commit, machine_info
+    from psgan_fast.machine import git_commit, machine_info
 
     m = machine_info()
     words = list(sys.argv[1:] if argv is None else argv)

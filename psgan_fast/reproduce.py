@@ -53,7 +53,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -82,7 +81,10 @@ JOBS_EFFICIENCY = 0.8
 # (row id, model, generators, paper seconds, paper ratio vs SNGAN): Table 3.
 # The recommended PS-GAN rows (psgan-rec-gN) train beside them with the default loss.
 from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # noqa: E402  (the "no wasted generator" rule)
-from psgan_fast.bench.timing import RECOMMENDED_ROWS, TABLE3, row_loss  # noqa: E402
+from psgan_fast.bench.timing import RECOMMENDED_ROWS, row_loss  # noqa: E402
+from psgan_fast.machine import cpu_name as _cpu_name, git_commit, loadavg as _loadavg  # noqa: E402
+from psgan_fast.machine import versions as _versions  # noqa: E402
+from psgan_fast.paper import TABLE2 as PAPER_TABLE2, TABLE3, TABLE4 as PAPER_TABLE4  # noqa: E402
 from psgan_fast.fsutil import atomic_write_text, read_jsonl  # noqa: E402
 
 PAPER_ROW_IDS = tuple(r[0] for r in TABLE3)
@@ -100,13 +102,6 @@ DESCRIPTIONS = {
     "psgan-g1": "stepwise + 1 generator", "psgan-g2": "stepwise + 2 generators", "psgan-g3": "stepwise + 3 generators",
     **{f"psgan-rec-g{n}": f"recommended update (--loss {ROWS[f'psgan-rec-g{n}']['loss']}), {n} generator(s)"
        for n in (1, 2, 3)},
-}
-# Table 2 (FID, IS) and Table 4 (generators -> seconds, ratio, FID ± sd, IS ± sd).
-PAPER_TABLE2 = {"sngan": (8.34, 11.6), "progan": (7.29, 12.7), "psgan-g2": (6.87, 12.2)}
-PAPER_TABLE4 = {
-    1: {"seconds": 3784, "ratio": 0.78, "fid": (7.15, 0.03), "is": (11.9, 0.04)},
-    2: {"seconds": 4851, "ratio": 1.00, "fid": (6.87, 0.02), "is": (12.2, 0.05)},
-    3: {"seconds": 6214, "ratio": 1.28, "fid": (6.68, 0.03), "is": (12.7, 0.05)},
 }
 # The figures: (file stem, paper figure, row).
 LOSS_FIGURES = (("fig4_sngan_losses", 4, "sngan"), ("fig5_progan_losses", 5, "progan"),
@@ -160,23 +155,6 @@ def _fmt(m: Optional[float], sd: Optional[float] = None, digits: int = 2) -> str
     if m is None:
         return "—"
     return f"{m:.{digits}f}" if sd is None else f"{m:.{digits}f} ± {sd:.{digits}f}"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _loadavg() -> Optional[list[float]]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def run_name(row: str, seed: int) -> str:
@@ -1048,8 +1026,6 @@ def results_doc(plan: dict, table: dict, reference: Optional[dict], progress: di
     the command, commit, machine, budget and schedule, and per row and seed
     the FID / IS / training time, D's last-epoch accuracy and the class
     histograms of the union and of each generator."""
-    from psgan_fast.bench.timing import git_commit
-
     rows = {}
     for row, entries in table.items():
         rows[row] = {"label": LABELS[row], "model": ROWS[row]["model"], "generators": ROWS[row]["generators"],
@@ -1206,23 +1182,6 @@ def _setup_context(flags: dict, args: argparse.Namespace, data_dir: Optional[str
     return {"device": device, "images": images, "labels": labels, "extractor": fe.identity, "extractor_name": name,
             "real_ref": ref, "inception_weights": args.inception_weights,
             "reference_seconds": time.perf_counter() - t0}
-
-
-def _versions() -> dict:
-    import numpy
-    import torch
-
-    from psgan_fast import __version__
-
-    v = {"psgan_fast": __version__, "python": platform.python_version(), "torch": torch.__version__,
-         "numpy": numpy.__version__, "platform": platform.platform()}
-    try:
-        import torch_fidelity
-
-        v["torch_fidelity"] = torch_fidelity.__version__
-    except Exception:  # noqa: BLE001 - reported as unavailable
-        v["torch_fidelity"] = "unavailable"
-    return v
 
 
 def make_plan(out: Path, flags: dict, args: argparse.Namespace, ctx: dict, t_start: float, argv_text: str) -> dict:

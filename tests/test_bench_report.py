@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from psgan_fast.bench import report
-from psgan_fast.bench.timing import TABLE3
+from psgan_fast.paper import TABLE3
 
 SECONDS = {"sngan": 10.0, "sngan-nosn": 9.0, "progan": 20.0, "psgan-g1": 5.0, "psgan-g2": 8.0, "psgan-g3": 12.0}
 

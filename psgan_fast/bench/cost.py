@@ -64,7 +64,7 @@ def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIG
 
 
 def render(results: dict[int, list[tuple[str, float]]], steps: int) -> str:
-    from psgan_fast.bench.timing import machine_info
+    from psgan_fast.machine import machine_info
 
     m = machine_info()
     lines = ["# Step cost: the recommended PS-GAN against the paper's", "",

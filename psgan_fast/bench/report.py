@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from psgan_fast.bench.timing import TABLE3, TABLE4
+from psgan_fast.machine import machine_line
+from psgan_fast.paper import TABLE3, TABLE4_RATIOS
 
 DESCRIPTIONS = {
     "sngan": "spectral norm on D",
@@ -57,24 +58,6 @@ def _pct(x: Optional[float], digits: int = 1) -> str:
     return "n/a" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def _machine_line(records: Sequence[dict]) -> str:
-    m = next((r.get("machine") for r in records if r.get("machine")), None) or {}
-    loads = [x for r in records for x in (r.get("load_average") if isinstance(r.get("load_average"), list)
-                                          else [r.get("load_average")]) if x is not None]
-    parts = [m.get("gpu") or m.get("cpu", "?")]
-    if m.get("cores"):
-        parts.append(f"{m['cores']} CPUs")
-    if m.get("threads"):
-        parts.append(f"{m['threads']} torch thread(s)")
-    if m.get("torch"):
-        parts.append(f"torch {m['torch']}")
-    if "malloc_tuned" in m:
-        parts.append("malloc tuned" if m["malloc_tuned"] else "default malloc")
-    if loads:
-        parts.append(f"load average {min(loads):.1f}-{max(loads):.1f}")
-    return ", ".join(parts)
-
-
 def time_tables(rows: dict[str, dict], precision: str) -> str:
     r = rows.get(precision, {})
     if not r:
@@ -113,7 +96,7 @@ def time_tables(rows: dict[str, dict], precision: str) -> str:
     out.append(f"\n#### Table 4 — number of generators, relative to 2 generators ({precision})\n")
     out.append("| generators | time (s) | ratio | paper ratio |")
     out.append("|---:|---:|---:|---:|")
-    for n, paper in TABLE4:
+    for n, paper in TABLE4_RATIOS:
         name = f"psgan-g{n}"
         if name not in r:
             continue
@@ -204,7 +187,7 @@ def render_records(records: Sequence[dict]) -> str:
         raise ValueError("no time-cost or efficiency benchmarks found; run pytest bench/ --benchmark-only "
                          "--benchmark-json FILE first")
     rows = _by(records, "time-cost")
-    parts = [f"Machine: {_machine_line(records)}.\n"]
+    parts = [f"Machine: {machine_line(records)}.\n"]
     parts += [time_tables(rows, p) for p in ("fp32", "bf16") if p in rows]
     parts += [efficiency_table(records), targets(records)]
     return "\n".join(p for p in parts if p)

@@ -35,7 +35,6 @@ The matmul peak is measured with the same thread count.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -45,19 +44,12 @@ import torch
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.data import BatchStream, mnist, to_float
+# Old homes of the machine's description and the paper's Table 4 (psgan_fast.machine, psgan_fast.paper).
+from psgan_fast.machine import git_commit, load_average, machine_info  # noqa: F401
 from psgan_fast.models import build_recipe
+from psgan_fast.paper import TABLE3
+from psgan_fast.paper import TABLE4_RATIOS as TABLE4  # noqa: F401
 
-# (row id, model, generators, paper seconds, paper ratio vs SNGAN)
-TABLE3 = (
-    ("sngan", "sngan", 1, 3920, 1.000),
-    ("sngan-nosn", "sngan-nosn", 1, 3506, 0.894),
-    ("progan", "progan", 1, 5277, 1.346),
-    ("psgan-g1", "psgan", 1, 3784, 0.965),
-    ("psgan-g2", "psgan", 2, 4851, 1.237),
-    ("psgan-g3", "psgan", 3, 6214, 1.585),
-)
-# Table 4: generators -> ratio vs 2 generators (paper)
-TABLE4 = ((1, 0.78), (2, 1.00), (3, 1.28))
 # Table 3's PS-GAN rows are the paper's method: Algorithm 2 read literally.
 ROW_LOSS = {"psgan-g1": "ps", "psgan-g2": "ps", "psgan-g3": "ps"}
 # The recommended PS-GAN (TrainConfig's default loss), timed and reproduced
@@ -91,46 +83,6 @@ def bench_threads() -> int:
     if n < 1:
         raise ValueError(f"${THREADS_ENV} must be a positive integer, got {value!r}")
     return n
-
-
-def load_average() -> Optional[float]:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-def machine_info(device: Optional[torch.device] = None) -> dict:
-    """What the numbers were measured on: CPU, cores, torch, threads, GPU."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    from psgan_fast.bench.cpu_runtime import _state as runtime_state
-
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "load_average": load_average(),
-            "malloc_tuned": bool(runtime_state.get("malloc", False))}
-    if device is not None and torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def git_commit() -> Optional[str]:
-    """The short commit of the checkout this package runs from (None outside git)."""
-    import subprocess
-
-    try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                           cwd=os.path.dirname(os.path.abspath(__file__)))
-        return r.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 @dataclass

@@ -1,0 +1,249 @@
+"""What the numbers say: the paper's claims checked, and the recommended PS-GAN beside the paper's."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # the "no wasted generator" rule
+from psgan_fast.reproduce.common import LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct
+
+
+# Relative gap below which two single-seed numbers are called a tie.
+TIE = 0.02
+
+
+def _compare(a: tuple, b: tuple, k: int) -> str:
+    """'<', '>' or '≈' for (mean, sd) pairs: a tie when the gap is under TIE
+    of their size, or (several seeds) under twice the combined seed spread."""
+    (ma, sa), (mb, sb) = a, b
+    gap = ma - mb
+    if abs(gap) <= TIE * max(abs(ma), abs(mb)):
+        return "≈"
+    if k > 1 and sa is not None and sb is not None and abs(gap) <= 2 * math.sqrt(sa ** 2 + sb ** 2):
+        return "≈"
+    return "<" if gap < 0 else ">"
+
+
+def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
+    """Paragraphs, generated from the numbers, on which of the paper's claims
+    they support. Two numbers count as different only when they differ by
+    more than TIE (relative) and, with several seeds, by more than twice the
+    combined standard deviation over seeds."""
+    k = len(plan["seeds"])
+    fid = {r: _agg(table[r], "fid") for r in ROW_IDS}
+    isc = {r: _agg(table[r], "is_mean") for r in ROW_IDS}
+    tim = {r: _agg(table[r], "time") for r in ROW_IDS}
+    out: list[str] = []
+    noise = (f"two numbers count as different only when they differ by more than {int(TIE * 100)}%"
+             + (" and by more than twice their combined standard deviation over seeds" if k > 1 else "")
+             + "; otherwise they are called a tie (≈)")
+    if plan.get("smoke"):
+        out.append("*This is a smoke run: a few steps per model test the pipeline; its numbers say nothing "
+                   "about the paper.*")
+    out.append(f"Rule used below: {noise}.")
+
+    def word(c: str) -> str:
+        return {"<": "lower than", ">": "higher than", "≈": "tied with"}[c]
+
+    have2 = all(fid[r][0] is not None for r in ("sngan", "progan", "psgan-g2"))
+    if not have2:
+        out.append("**Table 2 (PS-GAN (2 gens) has the lowest FID):** not all of SNGAN, ProGAN and PS-GAN (2 gens) "
+                   "have been evaluated yet, so this claim is not tested.")
+    else:
+        vs_sn, vs_pro = _compare(fid["psgan-g2"], fid["sngan"], k), _compare(fid["psgan-g2"], fid["progan"], k)
+        verdict = ("supported" if vs_sn == vs_pro == "<" else
+                   "partly supported" if "<" in (vs_sn, vs_pro) else "not supported")
+        pro_sn = _compare(fid["progan"], fid["sngan"], k)
+        out.append(
+            "**Table 2 — PS-GAN (2 gens) has a lower FID than SNGAN and ProGAN (6.87 vs 8.34 and 7.29): "
+            f"{verdict}.** "
+            f"Ours: PS-GAN (2 gens) {_fmt(*fid['psgan-g2'])}, SNGAN {_fmt(*fid['sngan'])}, ProGAN "
+            f"{_fmt(*fid['progan'])}: PS-GAN is {word(vs_sn)} SNGAN and {word(vs_pro)} ProGAN. The paper also puts "
+            f"ProGAN ahead of SNGAN (7.29 < 8.34); here ProGAN's FID is {word(pro_sn)} SNGAN's.")
+        if all(isc[r][0] is not None for r in ("sngan", "progan", "psgan-g2")):
+            order = sorted(("sngan", "progan", "psgan-g2"), key=lambda r: -isc[r][0])
+            rel = [_compare(isc[order[i]], isc[order[i + 1]], k) for i in range(2)]
+            shown = f"{LABELS[order[0]]} {'≈' if rel[0] == '≈' else '>'} {LABELS[order[1]]} " \
+                    f"{'≈' if rel[1] == '≈' else '>'} {LABELS[order[2]]}"
+            same = order == ["progan", "psgan-g2", "sngan"]
+            same_text = ("the same order" if same and "≈" not in rel else
+                         "the same order, but with ties" if same else "not the same order")
+            out.append(f"IS ranks them {shown} ({', '.join(_fmt(*isc[r]) for r in order)}); the paper's IS ranks "
+                       f"ProGAN (12.7) > PS-GAN (12.2) > SNGAN (11.6) — {same_text}.")
+    f = [fid[f"psgan-g{n}"] for n in (1, 2, 3)]
+    s = [isc[f"psgan-g{n}"] for n in (1, 2, 3)]
+    if any(x[0] is None for x in f):
+        out.append("**Table 4 — more generators, lower FID:** not all PS-GAN runs are evaluated yet.")
+    else:
+        c12, c23, c13 = _compare(f[0], f[1], k), _compare(f[1], f[2], k), _compare(f[0], f[2], k)
+        verdict = ("supported" if c12 == c23 == ">" else
+                   "partly supported" if c13 == ">" or ">" in (c12, c23) else "not supported")
+        sc = [_compare(s[0], s[1], k), _compare(s[1], s[2], k)]
+        is_trend = ("rises" if sc == ["<", "<"] else "falls" if sc == [">", ">"] else
+                    "is flat (ties)" if sc == ["≈", "≈"] else "is not monotone")
+        out.append(
+            f"**Table 4 — FID falls as generators are added (7.15 → 6.87 → 6.68): {verdict}.** "
+            "Ours, 1 → 2 → 3 "
+            f"generators: {' → '.join(_fmt(*x) for x in f)}, i.e. FID(1) {c12} FID(2) {c23} FID(3). "
+            f"IS {is_trend}: {' → '.join(_fmt(*x) for x in s)}; the paper's rises 11.9 → 12.2 → 12.7.")
+    base = tim["sngan"][0]
+    if base is None or any(tim[r][0] is None for r in PAPER_ROW_IDS):
+        out.append("**Table 3 — training time:** not every run has finished, so the time ratios are incomplete.")
+    else:
+        ratio = {r: tim[r][0] / base for r in PAPER_ROW_IDS}
+        ours = sorted(PAPER_ROW_IDS, key=lambda r: ratio[r])
+        paper = sorted(PAPER_ROW_IDS, key=lambda r: ROWS[r]["paper_ratio"])
+        pairs = [(x, y) for i, x in enumerate(PAPER_ROW_IDS) for y in PAPER_ROW_IDS[i + 1:]]
+        agree = sum((ratio[x] < ratio[y]) == (ROWS[x]["paper_ratio"] < ROWS[y]["paper_ratio"]) for x, y in pairs)
+        g = [tim[f"psgan-g{n}"] for n in (1, 2, 3)]
+        grows = _compare(g[0], g[1], k) == "<" and _compare(g[1], g[2], k) == "<"
+        nosn = _compare(tim["sngan-nosn"], tim["sngan"], k)
+        g1 = _compare(tim["psgan-g1"], tim["sngan"], k)
+        out.append(
+            f"**Table 3 — training time.** Our order, cheapest first: {', '.join(LABELS[r] for r in ours)}; the "
+            f"paper's: {', '.join(LABELS[r] for r in paper)} ({agree} of {len(pairs)} pairwise orderings agree). "
+            f"Relative to SNGAN: PS-GAN (2 gens) {_pct(ratio['psgan-g2'])} (paper 123.7%), PS-GAN (3 gens) "
+            f"{_pct(ratio['psgan-g3'])} (paper 158.5%), PS-GAN (1 gen) {_pct(ratio['psgan-g1'])} (paper 96.5%), "
+            f"ProGAN {_pct(ratio['progan'])} (paper 134.6%), SNGAN without spectral norm "
+            f"{_pct(ratio['sngan-nosn'])} (paper 89.4%). That removing spectral norm saves time is "
+            f"{'supported' if nosn == '<' else 'not supported'}; that PS-GAN with one generator is cheaper than SNGAN "
+            f"is {'supported' if g1 == '<' else 'not supported'}; that each extra generator adds time is "
+            f"{'supported' if grows else 'not supported'} (1 / 2 / 3 generators: "
+            f"{_pct(g[0][0] / g[1][0], 0)} / 100% / {_pct(g[2][0] / g[1][0], 0)} of 2 generators; paper 78% / 100% / "
+            f"128%).")
+        cal = plan.get("calibration") or {}
+        st = (cal.get("step_seconds") or {}).get("psgan-g2")
+        if st and st[-1] > 0:
+            out.append(f"Where the stepwise models' time goes: in the calibration a PS-GAN (2 gens) step at 7×7 took "
+                       f"{_pct(st[0] / st[-1], 0)} and at 14×14 {_pct(st[1] / st[-1], 0)} of a 28×28 step on this "
+                       f"{plan['device']}; the paper does not report per-stage costs on its GPU, so differences in "
+                       "the ratios may come from how cheap the early stages are on each device.")
+    sch = plan["schedule"]
+    steps = sch["epochs"] * sch["limit_batches"]
+    cav = [f"Each run saw {steps:,} batches of 64 ({steps * 64:,} images, {steps * 64 / 60000:.2f} passes over "
+           "MNIST's 60,000 training images), a small fraction of the paper's training, so every model is early on "
+           "its learning curve: the quality comparison is one of early training, not of converged models."]
+    if reference is not None:
+        best = min((v[0] for v in fid.values() if v[0] is not None), default=None)
+        if best is not None:
+            cav.append(f"For scale, real held-out MNIST test images score FID {reference['fid']:.2f} (IS "
+                       f"{reference['is_mean']:.2f}) under the same extractor and sample size; our best model "
+                       f"scores FID {best:.2f}.")
+    cav.append(f"FID/IS use the {plan['feature_extractor']} extractor, so absolute values are not comparable with "
+               "the paper's Inception numbers; only orderings and ratios are.")
+    if plan["feature_extractor"] == "mnist-lenet":
+        cav.append("mnist-lenet's IS is bounded by 10 (ten classes); the paper's Inception IS exceeds 10.")
+    cav.append("One seed gives no estimate of run-to-run spread, so small gaps in FID or time may be noise."
+               if k == 1 else f"Means and standard deviations are over {k} seeds.")
+    cav.append("Times come from a shared machine whose load varied while the runs trained (load averages in the "
+               "setup), so the time ratios carry that noise; Table 3's calibration column is an independent short "
+               "measurement of the same ratios.")
+    out.append("**Caveats.** " + " ".join(cav))
+    shares = []
+    for r in ("psgan-g1", "psgan-g2", "psgan-g3"):
+        m, _ = _mean_sd([e["d_right"] for e in table[r] if e.get("d_right") is not None])
+        if m is not None:
+            n = ROWS[r]["generators"]
+            shares.append(f"{LABELS[r]} {_pct(m)} (chance {_pct(1 / (n + 1), 0)})")
+    if shares:
+        out.append("**The discriminator under Algorithm 2.** The paper claims that N+1-way classification restrains D "
+                   "indirectly, so that it no longer outruns the generators. In the last epoch D picked the real "
+                   "image in " + ", ".join(shares) + " of the groups. Algorithm 2 updates D only in the groups it "
+                   "gets wrong, so D stops learning wherever it is right: a share near 100% means D still wins almost "
+                   "every group (and receives almost no gradient), a share near chance means the generators keep "
+                   "up. The loss curves are in Figures 4–6.")
+    else:
+        out.append("The paper's qualitative claim that the discriminator no longer outruns the generators is visible "
+                   "only in the loss curves (Figures 4–6).")
+    return out
+
+
+# The recommended step may cost at most this much more than the paper's.
+MAX_COST_RATIO = 1.15
+
+
+def _classes(entries: list[dict]) -> tuple[Optional[float], Optional[int], Optional[tuple[float, float]]]:
+    """Over a row's evaluated seeds: the largest top-class share of any
+    generator, the number of collapsed generators, and the union's class
+    share range (min, max)."""
+    tops, collapsed, lo, hi = [], 0, [], []
+    for e in entries:
+        ev = e.get("eval") or {}
+        for g in ev.get("generators", []):
+            if g.get("class_histogram"):
+                v = verdict(g["class_histogram"])
+                tops.append(v["top_share"])
+                collapsed += v["collapsed"]
+        h = ev.get("class_histogram")
+        if h:
+            tot = max(1, sum(h))
+            lo.append(min(h) / tot)
+            hi.append(max(h) / tot)
+    if not tops:
+        return None, None, None
+    return max(tops), collapsed, (min(lo), max(hi)) if lo else None
+
+
+def recommended_section(table: dict, plan: dict) -> list[str]:
+    """The paper's PS-GAN (Algorithm 2 read literally) and the recommended
+    one beside SNGAN, with the targets of issue #15 checked from the numbers."""
+    k = len(plan["seeds"])
+    rows = [r for r in ("sngan",) + tuple(f"psgan-g{n}" for n in (1, 2, 3)) + REC_ROW_IDS if r in table]
+    if not any(r in table for r in REC_ROW_IDS):
+        return []
+    lo_ok, hi_ok = UNION_SHARE_RANGE
+    L = ["## The paper's PS-GAN and the recommended one, beside SNGAN\n",
+         f"The paper's rows train `--loss ps` (Algorithm 2 read literally); the recommended rows train "
+         f"`--loss {ROWS[REC_ROW_IDS[0]]['loss']}`, the default of `--model psgan` (docs/DESIGN.md). A generator is "
+         "collapsed when one class holds more than 50% of its samples or fewer than 3 classes hold 5% or more "
+         "(mnist-lenet's argmax).\n",
+         "| model | loss | seeds | FID | IS | time vs paper's PS-GAN (same N) | largest top-class share of a generator "
+         "| collapsed generators | union class shares | D picks the real image (last epoch; chance) |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        entries = table[r]
+        t = _agg(entries, "time")[0]
+        n = ROWS[r]["generators"]
+        faithful = f"psgan-g{n}" if r.startswith("psgan-rec") else None
+        tf = _agg(table[faithful], "time")[0] if faithful else None
+        top, coll, rng = _classes(entries)
+        d, _ = _mean_sd([e["d_right"] for e in entries if e.get("d_right") is not None])
+        n_eval = sum(e["eval"] is not None for e in entries)
+        L.append(f"| {LABELS[r]} | {ROWS[r]['loss'] if ROWS[r]['model'] == 'psgan' else '—'} | {n_eval} "
+                 f"| {_fmt(*_agg(entries, 'fid'))} | {_fmt(*_agg(entries, 'is_mean'))} "
+                 f"| {_pct(t / tf) if t and tf else '—'} | {_pct(top, 0)} "
+                 f"| {'—' if coll is None else coll} | "
+                 f"{'—' if rng is None else f'{rng[0]:.1%}–{rng[1]:.1%}'} "
+                 f"| {_pct(d, 0) if d is not None else '—'}"
+                 f"{f' ({_pct(1 / (n + 1), 0)})' if d is not None else ''} |")
+    L.append("")
+    fid = {r: _agg(table[r], "fid") for r in rows}
+    out = []
+    if fid.get("psgan-rec-g2", (None,))[0] is not None and fid["sngan"][0] is not None:
+        c = _compare(fid["psgan-rec-g2"], fid["sngan"], k)
+        out.append(f"- Recommended PS-GAN (2 gens) FID {_fmt(*fid['psgan-rec-g2'])} vs SNGAN {_fmt(*fid['sngan'])}: "
+                   f"{'at or below SNGAN — target met' if c in ('<', '≈') else 'above SNGAN — target missed'}.")
+    if all(fid.get(f"psgan-rec-g{n}", (None,))[0] is not None for n in (2, 3)):
+        c = _compare(fid["psgan-rec-g3"], fid["psgan-rec-g2"], k)
+        out.append(f"- 3 generators vs 2 (recommended): {_fmt(*fid['psgan-rec-g3'])} vs {_fmt(*fid['psgan-rec-g2'])}: "
+                   f"{'Table 4 order held' if c in ('<', '≈') else 'Table 4 order not held'}.")
+    for group, label in ((REC_ROW_IDS, "recommended"), (tuple(f"psgan-g{n}" for n in (1, 2, 3)), "paper's")):
+        stats = [(r, _classes(table[r])) for r in group if r in table]
+        stats = [(r, c) for r, c in stats if c[0] is not None]
+        if stats:
+            wasted = sum(c[1] for _, c in stats)
+            union_ok = all(c[2] is not None and c[2][0] >= lo_ok and c[2][1] <= hi_ok for _, c in stats)
+            out.append(f"- No wasted generator ({label} PS-GAN): {wasted} collapsed generator(s) over "
+                       f"{len(stats)} model(s); union class shares {'all' if union_ok else 'not all'} within "
+                       f"{lo_ok:.0%}–{hi_ok:.0%}.")
+    costs = []
+    for n in (1, 2, 3):
+        t, tf = _agg(table.get(f"psgan-rec-g{n}", []), "time")[0], _agg(table.get(f"psgan-g{n}", []), "time")[0]
+        if t and tf:
+            costs.append(t / tf)
+    if costs:
+        out.append(f"- Cost of the recommended update: {', '.join(_pct(c, 0) for c in costs)} of the paper's "
+                   f"training time for N = 1, 2, 3 (target ≤ {_pct(MAX_COST_RATIO, 0)}): "
+                   f"{'met' if max(costs) <= MAX_COST_RATIO else 'missed'}.")
+    return L + out + [""]

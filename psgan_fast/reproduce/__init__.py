@@ -45,7 +45,9 @@ Exit status: 0 done, 1 an error (missing data or weights, a conflicting or
 corrupt plan), 2 a bad flag, 130 interrupted (``--stop-after-steps`` or
 Ctrl-C; run the command again to resume).
 
-The package: ``common`` (constants, rows, helpers), ``plan`` (calibration
+The package: ``common`` (constants, rows, helpers), ``state`` (the
+dataclasses Flags, Schedule, Calibration and Plan, saved as plan.json, and
+Context), ``plan`` (calibration
 and the schedule), ``run`` (training and the cached evaluations),
 ``figures``, ``claims`` (the generated prose), ``report`` (REPORT.md and
 results.json) and ``cli`` (flags and ``main``).
@@ -58,21 +60,22 @@ from psgan_fast.reproduce.cli import build_parser, main
 from psgan_fast.reproduce.common import (BATCH_SIZE, DEFAULT_EVAL_SAMPLES, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES,
                                         JOBS_EFFICIENCY, LABELS, LOSS_FIGURES, MAX_EPOCHS, MIN_BATCHES, MIN_EPOCHS,
                                         PAPER_ROW_IDS, PLAN_VERSION, PREFERRED_EPOCHS, REC_ROW_IDS, ROW_IDS, ROWS,
-                                        SAMPLE_FIGURES, SMOKE, TARGET_FRACTION, Interrupted, ReproError, plan_runs,
-                                        run_name, seeds_of, stage_split)
+                                        SAMPLE_FIGURES, SMOKE, TARGET_FRACTION, Interrupted, ReproError, run_name,
+                                        stage_split)
 from psgan_fast.reproduce.figures import make_figures
 from psgan_fast.reproduce.plan import calibrate, choose_schedule, choose_threads, make_plan, predict
 from psgan_fast.reproduce.report import collect, d_right_share, render_report, results_doc, write_report
 from psgan_fast.reproduce.run import (evaluate_run, reference_eval, run_status, train_config, train_parallel,
                                      train_run, train_seconds)
+from psgan_fast.reproduce.state import Calibration, Context, Flags, Plan, Schedule, plan_runs, seeds_of
 
 __all__ = [
     "BATCH_SIZE", "DEFAULT_EVAL_SAMPLES", "DESCRIPTIONS", "EXTRA_SAMPLE_FIGURES", "JOBS_EFFICIENCY", "LABELS",
     "LOSS_FIGURES", "MAX_COST_RATIO", "MAX_EPOCHS", "MIN_BATCHES", "MIN_EPOCHS", "PAPER_ROW_IDS", "PAPER_TABLE2",
-    "PAPER_TABLE4", "PLAN_VERSION", "PREFERRED_EPOCHS", "REC_ROW_IDS", "ROW_IDS", "ROWS", "SAMPLE_FIGURES", "SMOKE",
-    "TARGET_FRACTION", "TIE", "Interrupted", "ReproError", "_compare", "build_parser", "calibrate",
-    "choose_schedule", "choose_threads", "claims", "collect", "d_right_share", "evaluate_run", "main",
-    "make_figures", "make_plan", "plan_runs", "predict", "read_jsonl", "recommended_section", "reference_eval",
-    "render_report", "results_doc", "run_name", "run_status", "seeds_of", "stage_split", "train_config",
-    "train_parallel", "train_run", "train_seconds", "write_report",
+    "PAPER_TABLE4", "PLAN_VERSION", "PREFERRED_EPOCHS", "REC_ROW_IDS", "ROW_IDS", "ROWS", "SAMPLE_FIGURES",
+    "SMOKE", "TARGET_FRACTION", "TIE", "_compare", "build_parser", "calibrate", "Calibration", "choose_schedule",
+    "choose_threads", "claims", "collect", "Context", "d_right_share", "evaluate_run", "Flags", "Interrupted",
+    "main", "make_figures", "make_plan", "Plan", "plan_runs", "predict", "read_jsonl", "recommended_section",
+    "reference_eval", "render_report", "ReproError", "results_doc", "run_name", "run_status", "Schedule",
+    "seeds_of", "stage_split", "train_config", "train_parallel", "train_run", "train_seconds", "write_report",
 ]

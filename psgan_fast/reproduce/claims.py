@@ -7,6 +7,7 @@ from typing import Optional
 
 from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # the "no wasted generator" rule
 from psgan_fast.reproduce.common import LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct
+from psgan_fast.reproduce.state import Plan
 
 
 # Relative gap below which two single-seed numbers are called a tie.
@@ -25,12 +26,12 @@ def _compare(a: tuple, b: tuple, k: int) -> str:
     return "<" if gap < 0 else ">"
 
 
-def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
+def claims(table: dict, plan: Plan, reference: Optional[dict]) -> list[str]:
     """Paragraphs, generated from the numbers, on which of the paper's claims
     they support. Two numbers count as different only when they differ by
     more than TIE (relative) and, with several seeds, by more than twice the
     combined standard deviation over seeds."""
-    k = len(plan["seeds"])
+    k = len(plan.seeds)
     fid = {r: _agg(table[r], "fid") for r in ROW_IDS}
     isc = {r: _agg(table[r], "is_mean") for r in ROW_IDS}
     tim = {r: _agg(table[r], "time") for r in ROW_IDS}
@@ -38,7 +39,7 @@ def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
     noise = (f"two numbers count as different only when they differ by more than {int(TIE * 100)}%"
              + (" and by more than twice their combined standard deviation over seeds" if k > 1 else "")
              + "; otherwise they are called a tie (≈)")
-    if plan.get("smoke"):
+    if plan.smoke:
         out.append("*This is a smoke run: a few steps per model test the pipeline; its numbers say nothing "
                    "about the paper.*")
     out.append(f"Rule used below: {noise}.")
@@ -112,15 +113,13 @@ def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
             f"{'supported' if grows else 'not supported'} (1 / 2 / 3 generators: "
             f"{_pct(g[0][0] / g[1][0], 0)} / 100% / {_pct(g[2][0] / g[1][0], 0)} of 2 generators; paper 78% / 100% / "
             f"128%).")
-        cal = plan.get("calibration") or {}
-        st = (cal.get("step_seconds") or {}).get("psgan-g2")
+        st = plan.calibration.step_seconds.get("psgan-g2") if plan.calibration else None
         if st and st[-1] > 0:
             out.append(f"Where the stepwise models' time goes: in the calibration a PS-GAN (2 gens) step at 7×7 took "
                        f"{_pct(st[0] / st[-1], 0)} and at 14×14 {_pct(st[1] / st[-1], 0)} of a 28×28 step on this "
-                       f"{plan['device']}; the paper does not report per-stage costs on its GPU, so differences in "
+                       f"{plan.device}; the paper does not report per-stage costs on its GPU, so differences in "
                        "the ratios may come from how cheap the early stages are on each device.")
-    sch = plan["schedule"]
-    steps = sch["epochs"] * sch["limit_batches"]
+    steps = plan.schedule.epochs * plan.schedule.limit_batches
     cav = [f"Each run saw {steps:,} batches of 64 ({steps * 64:,} images, {steps * 64 / 60000:.2f} passes over "
            "MNIST's 60,000 training images), a small fraction of the paper's training, so every model is early on "
            "its learning curve: the quality comparison is one of early training, not of converged models."]
@@ -130,9 +129,9 @@ def claims(table: dict, plan: dict, reference: Optional[dict]) -> list[str]:
             cav.append(f"For scale, real held-out MNIST test images score FID {reference['fid']:.2f} (IS "
                        f"{reference['is_mean']:.2f}) under the same extractor and sample size; our best model "
                        f"scores FID {best:.2f}.")
-    cav.append(f"FID/IS use the {plan['feature_extractor']} extractor, so absolute values are not comparable with "
+    cav.append(f"FID/IS use the {plan.feature_extractor} extractor, so absolute values are not comparable with "
                "the paper's Inception numbers; only orderings and ratios are.")
-    if plan["feature_extractor"] == "mnist-lenet":
+    if plan.feature_extractor == "mnist-lenet":
         cav.append("mnist-lenet's IS is bounded by 10 (ten classes); the paper's Inception IS exceeds 10.")
     cav.append("One seed gives no estimate of run-to-run spread, so small gaps in FID or time may be noise."
                if k == 1 else f"Means and standard deviations are over {k} seeds.")
@@ -185,10 +184,10 @@ def _classes(entries: list[dict]) -> tuple[Optional[float], Optional[int], Optio
     return max(tops), collapsed, (min(lo), max(hi)) if lo else None
 
 
-def recommended_section(table: dict, plan: dict) -> list[str]:
+def recommended_section(table: dict, plan: Plan) -> list[str]:
     """The paper's PS-GAN (Algorithm 2 read literally) and the recommended
     one beside SNGAN, with the targets of issue #15 checked from the numbers."""
-    k = len(plan["seeds"])
+    k = len(plan.seeds)
     rows = [r for r in ("sngan",) + tuple(f"psgan-g{n}" for n in (1, 2, 3)) + REC_ROW_IDS if r in table]
     if not any(r in table for r in REC_ROW_IDS):
         return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -12,10 +13,11 @@ from typing import Optional, Sequence
 from psgan_fast.machine import loadavg as _loadavg
 from psgan_fast.reproduce.common import (BATCH_SIZE, DEFAULT_EVAL_SAMPLES, JOBS_EFFICIENCY, PLAN_VERSION, ROW_IDS, ROWS,
                                         SMOKE, TARGET_FRACTION, Interrupted, ReproError, _log, _read_json,
-                                        _write_json, plan_runs, run_name)
-from psgan_fast.reproduce.plan import _wall_minutes, make_plan
+                                        _write_json, run_name)
+from psgan_fast.reproduce.plan import make_plan
 from psgan_fast.reproduce.report import write_report
 from psgan_fast.reproduce.run import evaluate_run, reference_eval, run_status, train_parallel, train_run
+from psgan_fast.reproduce.state import Context, Flags, Plan, plan_runs
 
 
 def _positive_float(text: str) -> float:
@@ -91,47 +93,42 @@ PLAN_FLAGS = ("budget_minutes", "seeds", "seed_rows", "jobs", "feature_extractor
               "final_samples", "threads")
 
 
-def _resolve_flags(args: argparse.Namespace, plan: Optional[dict]) -> dict:
+def _resolve_flags(args: argparse.Namespace, plan: Optional[Plan]) -> Flags:
     """Flags of this invocation; for a started reproduction, those given must match the plan."""
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
     if plan is not None:
-        flags = plan["flags"]
-        conflicts = [f"--{k.replace('_', '-')} {v} (planned: {flags.get(k)})" for k, v in given.items()
-                     if flags.get(k) != v and not (k == "smoke" and not v and not flags.get(k))]
+        flags = plan.flags
+        conflicts = [f"--{k.replace('_', '-')} {v} (planned: {getattr(flags, k)})" for k, v in given.items()
+                     if getattr(flags, k) != v and not (k == "smoke" and not v and not flags.smoke)]
         if conflicts:
             raise ReproError(
                 f"{args.out} is a started reproduction planned with different settings: {'; '.join(conflicts)}. "
                 "Rerun with the planned settings (or only --out to take them from plan.json), or use a new --out.")
-        return dict(flags)
+        return dataclasses.replace(flags)
     smoke = bool(given.get("smoke"))
-    flags = {
-        "budget_minutes": given.get("budget_minutes", SMOKE["budget_minutes"] if smoke else None),
-        "seeds": given.get("seeds", 1),
-        "seed_rows": given.get("seed_rows"),
-        "jobs": given.get("jobs", 1),
-        "feature_extractor": given.get("feature_extractor"),
-        "device": given.get("device", "auto"),
-        "smoke": smoke,
-        "threads": given.get("threads", 1 if smoke else None),  # None: chosen by a timing when planning
-    }
-    if flags["budget_minutes"] is None:
+    budget = given.get("budget_minutes", SMOKE["budget_minutes"] if smoke else None)
+    if budget is None:
         raise ReproError("--budget-minutes is required to plan a new reproduction (or use --smoke)")
-    flags["eval_samples"] = given.get("eval_samples", SMOKE["eval_samples"] if smoke else DEFAULT_EVAL_SAMPLES)
-    flags["final_samples"] = given.get(
-        "final_samples", SMOKE["final_samples"] if smoke else (10000 if flags["budget_minutes"] >= 120 else 5000))
-    return flags
+    return Flags(
+        budget_minutes=budget, seeds=given.get("seeds", 1), seed_rows=given.get("seed_rows"),
+        jobs=given.get("jobs", 1), feature_extractor=given.get("feature_extractor"),
+        device=given.get("device", "auto"), smoke=smoke,
+        threads=given.get("threads", 1 if smoke else None),  # None: chosen by a timing when planning
+        eval_samples=given.get("eval_samples", SMOKE["eval_samples"] if smoke else DEFAULT_EVAL_SAMPLES),
+        final_samples=given.get("final_samples",
+                                SMOKE["final_samples"] if smoke else (10000 if budget >= 120 else 5000)))
 
 
-def _setup_context(flags: dict, args: argparse.Namespace, data_dir: Optional[str]) -> dict:
+def _setup_context(flags: Flags, inception_weights: Optional[str], data_dir: Optional[str]) -> Context:
     """Device, data, extractor and real-data reference; clear errors when missing."""
     import torch
 
     from psgan_fast.data import find_dataset, read_idx
 
-    if flags["device"] == "cuda" and not torch.cuda.is_available():
+    if flags.device == "cuda" and not torch.cuda.is_available():
         raise ReproError("--device cuda: no CUDA device is available here")
-    device = torch.device("cuda" if flags["device"] == "cuda" or (flags["device"] == "auto" and
-                                                                   torch.cuda.is_available()) else "cpu")
+    device = torch.device("cuda" if flags.device == "cuda" or (flags.device == "auto" and
+                                                                torch.cuda.is_available()) else "cpu")
     try:
         images, labels = find_dataset("mnist", data_dir, "train")
     except (OSError, ValueError) as e:
@@ -141,18 +138,17 @@ def _setup_context(flags: dict, args: argparse.Namespace, data_dir: Optional[str
     from psgan_fast.metrics.evaluation import get_extractor, real_reference
 
     try:
-        name = flags["feature_extractor"] or ex.default_feature_extractor(args.inception_weights)
-        fe = get_extractor(name, inception_weights=args.inception_weights, device=device)
+        name = flags.feature_extractor or ex.default_feature_extractor(inception_weights)
+        fe = get_extractor(name, inception_weights=inception_weights, device=device)
         if name != ex.MNIST_LENET:  # the per-epoch FID curves always use mnist-lenet
             get_extractor(ex.MNIST_LENET, device=device)
     except (FileNotFoundError, ex.InceptionWeightsUnavailable, ValueError) as e:
         raise ReproError(f"feature extractor unavailable: {e}") from None
     t0 = time.perf_counter()
     ref = real_reference(read_idx(images), source="mnist-train", feature_extractor=name,
-                         inception_weights=args.inception_weights, device=device)
-    return {"device": device, "images": images, "labels": labels, "extractor": fe.identity, "extractor_name": name,
-            "real_ref": ref, "inception_weights": args.inception_weights,
-            "reference_seconds": time.perf_counter() - t0}
+                         inception_weights=inception_weights, device=device)
+    return Context(device=device, images=images, labels=labels, extractor=fe.identity, extractor_name=name,
+                   real_ref=ref, inception_weights=inception_weights, reference_seconds=time.perf_counter() - t0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -167,19 +163,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if out.exists() and not out.is_dir():
             raise ReproError(f"--out {out} exists and is not a directory")
         plan_path = out / "plan.json"
-        plan = _read_json(plan_path)
-        if plan is not None and plan.get("version") != PLAN_VERSION:
-            raise ReproError(f"{plan_path} has plan version {plan.get('version')}, this psgan_fast writes "
+        doc = _read_json(plan_path)
+        if doc is not None and doc.get("version") != PLAN_VERSION:
+            raise ReproError(f"{plan_path} has plan version {doc.get('version')}, this psgan_fast writes "
                              f"{PLAN_VERSION}; use a new --out")
+        plan = None if doc is None else Plan.from_json(doc)
         flags = _resolve_flags(args, plan)
-        if flags.get("threads"):
+        if flags.threads:
             import torch
 
-            torch.set_num_threads(int(flags["threads"]))
-        data_dir = args.data_dir if plan is None else (args.data_dir or plan.get("data_dir"))
-        ctx = _setup_context(flags, args, data_dir)
-        if plan is not None and ctx["extractor_name"] != plan["feature_extractor"]:
-            raise ReproError(f"plan.json uses {plan['feature_extractor']}, which is not available now")
+            torch.set_num_threads(int(flags.threads))
+        data_dir = args.data_dir if plan is None else (args.data_dir or plan.data_dir)
+        ctx = _setup_context(flags, args.inception_weights, data_dir)
+        if plan is not None and ctx.extractor_name != plan.feature_extractor:
+            raise ReproError(f"plan.json uses {plan.feature_extractor}, which is not available now")
         out.mkdir(parents=True, exist_ok=True)
         progress = _read_json(out / "progress.json") or {"invocations": []}
         inv = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": argv_text, "wall_seconds": 0.0,
@@ -194,27 +191,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _write_json(out / "progress.json", progress)
 
         if plan is None:
-            plan = make_plan(out, flags, args, ctx, t_start, argv_text)
-            _write_json(plan_path, plan)
-            sch = plan["schedule"]
-            pred = plan["prediction"]
-            _log(f"plan: {sch['epochs']} epochs (stages {'/'.join(map(str, sch['stage_epochs']))}) x "
-                 f"{sch['limit_batches']} batches of {BATCH_SIZE}, {len(plan['seeds'])} seed(s), "
-                 f"{ctx['extractor_name']}" + (f"; predicted {_wall_minutes(plan):.1f} min of "
-                                              f"{plan['budget_minutes']:g}" if pred else " (smoke)")
+            plan = make_plan(flags, ctx, data_dir=args.data_dir, calibration_steps=args.calibration_steps,
+                             t_start=t_start, command=argv_text)
+            _write_json(plan_path, plan.to_json())
+            sch = plan.schedule
+            _log(f"plan: {sch.epochs} epochs (stages {'/'.join(map(str, sch.stage_epochs))}) x "
+                 f"{sch.limit_batches} batches of {BATCH_SIZE}, {len(plan.seeds)} seed(s), "
+                 f"{ctx.extractor_name}" + (f"; predicted {plan.wall_minutes():.1f} min of "
+                                            f"{plan.budget_minutes:g}" if plan.prediction else " (smoke)")
                  + f" -> {plan_path}")
         else:
             _log(f"resuming the reproduction planned in {plan_path}")
-        ctx["reference"] = reference_eval(out, plan, ctx)
-        ctx["command"] = argv_text
+        ctx.reference = reference_eval(out, plan, ctx)
+        ctx.command = argv_text
         save_progress()
         runs = plan_runs(plan)
         left = args.stop_after_steps
         from psgan_fast.trainer import TrainingDiverged
 
-        jobs = int(plan["flags"].get("jobs") or 1)
-        if jobs > 1 and left is None:  # train in parallel; the loop below then evaluates
-            train_parallel(out, plan, runs, jobs)
+        if plan.jobs > 1 and left is None:  # train in parallel; the loop below then evaluates
+            train_parallel(out, plan, runs, plan.jobs)
 
         for i, (row, seed) in enumerate(runs, 1):
             rd = out / "runs" / run_name(row, seed)

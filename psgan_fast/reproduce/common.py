@@ -106,17 +106,6 @@ def run_name(row: str, seed: int) -> str:
     return f"{row}-s{seed}"
 
 
-def seeds_of(plan: dict, row: str) -> list[int]:
-    """The seeds a row trains: every planned seed, or only the first for a
-    row outside --seed-rows."""
-    rows = plan.get("seed_rows")
-    return list(plan["seeds"]) if rows is None or row in rows else list(plan["seeds"][:1])
-
-
-def plan_runs(plan: dict) -> list[tuple[str, int]]:
-    return [(row, seed) for seed in plan["seeds"] for row in plan["rows"] if seed in seeds_of(plan, row)]
-
-
 def stage_split(epochs: int) -> tuple[int, ...]:
     from psgan_fast.config import default_stage_epochs
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 from psgan_fast.fsutil import read_jsonl
 from psgan_fast.reproduce.common import EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES, ROW_IDS, SAMPLE_FIGURES, run_name
+from psgan_fast.reproduce.state import Plan
 
 
-def _seed0_run(out: Path, plan: dict, row: str) -> Path:
-    return out / "runs" / run_name(row, plan["seeds"][0])
+def _seed0_run(out: Path, plan: Plan, row: str) -> Path:
+    return out / "runs" / run_name(row, plan.seeds[0])
 
 
-def make_figures(out: Path, plan: dict) -> dict[str, str]:
+def make_figures(out: Path, plan: Plan) -> dict[str, str]:
     """Figures 4-9, extra sample grids and FID vs training time; returns
     {figure stem: path relative to out} for those that could be drawn."""
     import matplotlib
@@ -26,7 +27,7 @@ def make_figures(out: Path, plan: dict) -> dict[str, str]:
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     made: dict[str, str] = {}
-    epochs = int(plan["schedule"]["epochs"])
+    epochs = int(plan.schedule.epochs)
     for stem, fig, row in LOSS_FIGURES:
         recs = [r for r in read_jsonl(_seed0_run(out, plan, row) / "metrics.jsonl") if r.get("kind") == "epoch"]
         if recs:
@@ -42,7 +43,7 @@ def make_figures(out: Path, plan: dict) -> dict[str, str]:
     any_curve = False
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(ROW_IDS):
-        for j, seed in enumerate(plan["seeds"]):
+        for j, seed in enumerate(plan.seeds):
             ev = [r for r in read_jsonl(out / "runs" / run_name(row, seed) / "metrics.jsonl")
                   if r.get("kind") == "eval" and r.get("fid") is not None]
             if not ev:
@@ -54,8 +55,8 @@ def make_figures(out: Path, plan: dict) -> dict[str, str]:
     if any_curve:
         ax.set_yscale("log")
         ax.set_xlabel("cumulative training time (s, excludes evaluation)")
-        ax.set_ylabel(f"FID (mnist-lenet, {plan['schedule']['eval_samples']} samples/generator)")
-        ax.set_title("FID against wall-clock training time" + (" (dashed: further seeds)" if len(plan["seeds"]) > 1
+        ax.set_ylabel(f"FID (mnist-lenet, {plan.schedule.eval_samples} samples/generator)")
+        ax.set_title("FID against wall-clock training time" + (" (dashed: further seeds)" if len(plan.seeds) > 1
                                                                else ""))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)

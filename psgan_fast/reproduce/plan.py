@@ -2,36 +2,38 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Optional, Sequence, Union
 
-from psgan_fast.machine import cpu_name as _cpu_name, loadavg as _loadavg, versions as _versions
+from psgan_fast.machine import device_name, loadavg, versions
 from psgan_fast.reproduce.common import (BATCH_SIZE, CHECKPOINT_S, JOBS_EFFICIENCY, MAX_EPOCHS, MIN_BATCHES, MIN_EPOCHS,
                                         PLAN_VERSION, PREFERRED_EPOCHS, ROW_IDS, ROWS, RUN_OVERHEAD_S, SMOKE,
-                                        TARGET_FRACTION, ReproError, _log, seeds_of, stage_split)
+                                        TARGET_FRACTION, ReproError, _log, stage_split)
+from psgan_fast.reproduce.state import Calibration, Context, Flags, Plan, Schedule, seeds_of
 
 
-def predict(cal: dict, rows: Sequence[str], epochs: int, batches: int, *, seeds: int, eval_samples: int,
-            final_samples: int) -> dict:
-    """Predicted seconds of every run on a schedule, from a calibration.
+def predict(cal: Union[Calibration, Mapping], rows: Sequence[str], epochs: int, batches: int, *, seeds: int,
+            eval_samples: int, final_samples: int) -> dict:
+    """Predicted seconds of every run on a schedule, from a calibration
+    (a Calibration, or its JSON form): {"runs": {row: {"train", "eval",
+    "overhead", "per_batch", "total"}}, "total_seconds", "train_seconds"}.
 
-    `cal` holds "step_seconds" (row -> seconds per step at each of the three
-    stages), "eval_seconds_per_image" (sampling + features, per generated
-    image) and "epoch_overhead_seconds" (plots and sample grids per epoch).
     A staged model (psgan, progan) spends stage_split(epochs)[k] epochs at
     stage k; SNGAN spends every epoch at the final resolution.
     """
+    if not isinstance(cal, Calibration):
+        cal = Calibration.from_json(cal)
     split = stage_split(epochs)
-    c = float(cal["eval_seconds_per_image"])
-    h = float(cal["epoch_overhead_seconds"]) + CHECKPOINT_S
+    c = float(cal.eval_seconds_per_image)
+    h = float(cal.epoch_overhead_seconds) + CHECKPOINT_S
     out: dict[str, dict] = {}
     for row in rows:
         spec = ROWS[row]
-        t = [float(x) for x in cal["step_seconds"][row]]
+        t = [float(x) for x in cal.step_seconds[row]]
         if spec["model"] in ("psgan", "progan"):
             per_batch = sum(e * s for e, s in zip(split, t))
         else:
@@ -54,10 +56,12 @@ def _count(seeds, row: str) -> int:
     return int(seeds[row]) if isinstance(seeds, dict) else int(seeds)
 
 
-def choose_schedule(cal: dict, *, budget_seconds: float, spent_seconds: float, seeds: int, full_batches: int,
-                    eval_samples: int, final_samples: int, rows: Sequence[str] = ROW_IDS, jobs: int = 1) -> dict:
+def choose_schedule(cal: Union[Calibration, Mapping], *, budget_seconds: float, spent_seconds: float, seeds,
+                    full_batches: int, eval_samples: int, final_samples: int, rows: Sequence[str] = ROW_IDS,
+                    jobs: int = 1) -> dict:
     """Epochs and batches per epoch such that the predicted time of all runs
-    fits TARGET_FRACTION of the budget minus what is already spent.
+    fits TARGET_FRACTION of the budget minus what is already spent: the
+    schedule's JSON form (without the sample counts) plus "prediction".
 
     Prefers PREFERRED_EPOCHS epochs (the 2/3/5 stage split); trades epochs
     for batches when the batches per epoch would fall below MIN_BATCHES;
@@ -108,7 +112,7 @@ def _calibration_batches(images: Path, labels: Path, count: int, device) -> list
     return out
 
 
-def choose_threads(ctx: dict) -> int:
+def choose_threads(ctx: Context) -> int:
     """On a CPU with several torch threads, time PS-GAN (2 gens) with one
     thread and with torch's default, and keep the faster: on a shared,
     loaded machine extra OpenMP threads can make every step several times
@@ -118,9 +122,9 @@ def choose_threads(ctx: dict) -> int:
     from psgan_fast.bench.timing import time_training
 
     default = torch.get_num_threads()
-    if ctx["device"].type != "cpu" or default <= 1:
+    if ctx.device.type != "cpu" or default <= 1:
         return default
-    batches = _calibration_batches(ctx["images"], ctx["labels"], 2, ctx["device"])
+    batches = _calibration_batches(ctx.images, ctx.labels, 2, ctx.device)
     took = {}
     for n in (1, default):
         torch.set_num_threads(n)
@@ -130,8 +134,7 @@ def choose_threads(ctx: dict) -> int:
     return best
 
 
-def calibrate(*, device, images: Path, labels: Path, steps: int, real_ref, feature_extractor: str,
-              inception_weights, rows: Sequence[str] = ROW_IDS) -> dict:
+def calibrate(ctx: Context, steps: int, rows: Sequence[str] = ROW_IDS) -> Calibration:
     """Seconds per training step at each stage for every row, and the
     evaluation cost per generated image, measured on this machine now."""
     import tempfile
@@ -143,8 +146,9 @@ def calibrate(*, device, images: Path, labels: Path, steps: int, real_ref, featu
     from psgan_fast.metrics.evaluation import evaluate_generators
     from psgan_fast.plots import save_loss_plot, save_sample_grids
 
+    device = ctx.device
     t_start = time.perf_counter()
-    batches = _calibration_batches(images, labels, 4, device)
+    batches = _calibration_batches(ctx.images, ctx.labels, 4, device)
     step_seconds = {}
     for row in rows:
         t = time_training(row, steps, batches, warmup=1)
@@ -156,11 +160,10 @@ def calibrate(*, device, images: Path, labels: Path, steps: int, real_ref, featu
     recipe.begin_epoch(2)
     g = TrainedGenerator(recipe, 0)
     n = 500
-    evaluate_generators([g], 50, real=real_ref, feature_extractor=feature_extractor,
-                        inception_weights=inception_weights, device=device, kid=False, class_histograms=False)
-    t0 = time.perf_counter()
-    evaluate_generators([g], n, real=real_ref, feature_extractor=feature_extractor,
-                        inception_weights=inception_weights, device=device, kid=False, class_histograms=False)
+    for count in (50, n):  # a warm-up, then the timed evaluation
+        t0 = time.perf_counter()
+        evaluate_generators([g], count, real=ctx.real_ref, feature_extractor=ctx.extractor_name,
+                            inception_weights=ctx.inception_weights, device=device, kid=False, class_histograms=False)
     per_image = (time.perf_counter() - t0) / n
     # Per-epoch plots: a loss plot and a sample grid.
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,63 +173,50 @@ def calibrate(*, device, images: Path, labels: Path, steps: int, real_ref, featu
         with torch.no_grad():
             save_sample_grids(Path(tmp) / "s.png", [g(torch.randn(64, g.latent_dim, device=device))], "calibration")
         overhead = time.perf_counter() - t0
-    return {"steps_per_stage": steps, "step_seconds": step_seconds, "eval_seconds_per_image": per_image,
-            "epoch_overhead_seconds": overhead, "seconds": time.perf_counter() - t_start,
-            "loadavg": _loadavg()}
+    return Calibration(steps_per_stage=steps, step_seconds=step_seconds, eval_seconds_per_image=per_image,
+                       epoch_overhead_seconds=overhead, seconds=time.perf_counter() - t_start, loadavg=loadavg())
 
 
-def _wall_minutes(plan: dict) -> float:
-    """The plan's predicted wall clock: the runs' serial total, shared by
-    --jobs processes at JOBS_EFFICIENCY."""
-    jobs = int(plan["flags"].get("jobs") or 1)
-    serial = plan["prediction"]["total_seconds"] / 60
-    return serial if jobs <= 1 else serial / (jobs * JOBS_EFFICIENCY)
-
-
-def make_plan(out: Path, flags: dict, args: argparse.Namespace, ctx: dict, t_start: float, argv_text: str) -> dict:
+def make_plan(flags: Flags, ctx: Context, *, data_dir: Optional[str], calibration_steps: Optional[int],
+              t_start: float, command: str) -> Plan:
+    """The plan of a new reproduction: a smoke run's fixed schedule, or one
+    fitted to the budget from a calibration (which may choose --threads)."""
     import torch
 
     from psgan_fast.data import BatchStream
 
-    full = len(BatchStream(ctx["images"], ctx["labels"], batch_size=BATCH_SIZE, seed=0))
-    budget_s = flags["budget_minutes"] * 60
-    if flags["smoke"]:
-        cal = None
-        epochs, batches = SMOKE["epochs"], SMOKE["limit_batches"]
-        schedule = {"epochs": epochs, "stage_epochs": list(stage_split(epochs)), "limit_batches": batches,
-                    "full_epoch": False}
-        prediction = None
+    full = len(BatchStream(ctx.images, ctx.labels, batch_size=BATCH_SIZE, seed=0))
+    cal, prediction, fitted = None, None, {}
+    if flags.smoke:
+        epochs, batches, full_epoch = SMOKE["epochs"], SMOKE["limit_batches"], False
     else:
-        steps = args.calibration_steps or (1 if flags["budget_minutes"] < 30 else 2)
-        if flags["threads"] is None:
-            flags = dict(flags, threads=choose_threads(ctx))
-            torch.set_num_threads(flags["threads"])
+        steps = calibration_steps or (1 if flags.budget_minutes < 30 else 2)
+        if flags.threads is None:
+            flags = dataclasses.replace(flags, threads=choose_threads(ctx))
+            torch.set_num_threads(flags.threads)
         _log(f"calibrating: {steps} timed step(s) per stage for each of {len(ROW_IDS)} models ...")
-        cal = calibrate(device=ctx["device"], images=ctx["images"], labels=ctx["labels"], steps=steps,
-                        real_ref=ctx["real_ref"], feature_extractor=ctx["extractor_name"],
-                        inception_weights=ctx["inception_weights"])
+        cal = calibrate(ctx, steps)
         spent = time.perf_counter() - t_start
-        per_row = {r: len(seeds_of({"seeds": list(range(flags["seeds"])), "seed_rows": flags["seed_rows"]}, r))
+        per_row = {r: len(seeds_of({"seeds": list(range(flags.seeds)), "seed_rows": flags.seed_rows}, r))
                    for r in ROW_IDS}
-        sch = choose_schedule(cal, budget_seconds=budget_s, spent_seconds=spent, seeds=per_row,
-                              jobs=int(flags.get("jobs") or 1),
-                              full_batches=full, eval_samples=flags["eval_samples"],
-                              final_samples=flags["final_samples"])
-        prediction = sch.pop("prediction")
-        schedule = sch
+        sch = choose_schedule(cal, budget_seconds=flags.budget_minutes * 60, spent_seconds=spent, seeds=per_row,
+                              jobs=int(flags.jobs or 1), full_batches=full, eval_samples=flags.eval_samples,
+                              final_samples=flags.final_samples)
+        prediction = sch["prediction"]
+        epochs, batches, full_epoch = sch["epochs"], sch["limit_batches"], sch["full_epoch"]
         # Checkpoint inside long epochs (about every 5 predicted minutes).
-        slowest = max(max(v) for v in cal["step_seconds"].values())
-        schedule["checkpoint_steps"] = int(300 / slowest) if schedule["limit_batches"] * slowest > 300 else 0
-    schedule.update({"batch_size": BATCH_SIZE, "eval_every": 1, "eval_samples": flags["eval_samples"],
-                     "final_samples": flags["final_samples"], "full_epoch_batches": full})
-    flags = dict(flags, feature_extractor=ctx["extractor_name"])
-    return {
-        "version": PLAN_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "command": argv_text,
-        "flags": flags, "budget_minutes": flags["budget_minutes"], "smoke": flags["smoke"],
-        "seeds": list(range(flags["seeds"])), "seed_rows": flags["seed_rows"], "rows": list(ROW_IDS), "device": ctx["device"].type,
-        "device_name": torch.cuda.get_device_name(ctx["device"]) if ctx["device"].type == "cuda" else _cpu_name(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "data_dir": args.data_dir,
-        "feature_extractor": ctx["extractor_name"], "extractor_at_plan": ctx["extractor"],
-        "schedule": schedule, "calibration": cal, "prediction": prediction,
-        "real_reference_seconds": ctx["reference_seconds"], "versions": _versions(), "loadavg_at_plan": _loadavg(),
-    }
+        slowest = max(max(v) for v in cal.step_seconds.values())
+        fitted = {"target_seconds": sch["target_seconds"],
+                  "checkpoint_steps": int(300 / slowest) if batches * slowest > 300 else 0}
+    schedule = Schedule(epochs=epochs, stage_epochs=list(stage_split(epochs)), limit_batches=batches,
+                        full_epoch=full_epoch, **fitted, batch_size=BATCH_SIZE, eval_every=1,
+                        eval_samples=flags.eval_samples, final_samples=flags.final_samples, full_epoch_batches=full)
+    flags = dataclasses.replace(flags, feature_extractor=ctx.extractor_name)
+    return Plan(
+        version=PLAN_VERSION, created=time.strftime("%Y-%m-%d %H:%M:%S"), command=command, flags=flags,
+        budget_minutes=flags.budget_minutes, smoke=flags.smoke, seeds=list(range(flags.seeds)),
+        seed_rows=flags.seed_rows, rows=list(ROW_IDS), device=ctx.device.type, device_name=device_name(ctx.device),
+        cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), data_dir=data_dir,
+        feature_extractor=ctx.extractor_name, extractor_at_plan=ctx.extractor, schedule=schedule, calibration=cal,
+        prediction=prediction, real_reference_seconds=ctx.reference_seconds, versions=versions(),
+        loadavg_at_plan=loadavg())

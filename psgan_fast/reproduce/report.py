@@ -13,10 +13,10 @@ from psgan_fast.paper import TABLE2 as PAPER_TABLE2, TABLE4 as PAPER_TABLE4
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
                                         ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
-                                        _agg, _fmt, _pct, _read_json, run_name, seeds_of)
+                                        _agg, _fmt, _pct, _read_json, run_name)
 from psgan_fast.reproduce.figures import make_figures
-from psgan_fast.reproduce.plan import _wall_minutes
 from psgan_fast.reproduce.run import run_status, train_seconds
+from psgan_fast.reproduce.state import Context, Plan, seeds_of
 
 
 def d_right_share(run_dir: Path) -> Optional[float]:
@@ -30,7 +30,7 @@ def d_right_share(run_dir: Path) -> Optional[float]:
     return float(recs[-1]["case_real"]) if recs else None
 
 
-def collect(out: Path, plan: dict) -> dict[str, list[dict]]:
+def collect(out: Path, plan: Plan) -> dict[str, list[dict]]:
     """row -> one entry per seed: status, train seconds, evaluation."""
     table: dict[str, list[dict]] = {}
     for row in ROW_IDS:
@@ -46,56 +46,56 @@ def collect(out: Path, plan: dict) -> dict[str, list[dict]]:
     return table
 
 
-def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], reference: Optional[dict],
-                  ctx: dict, progress: dict) -> str:
-    sch = plan["schedule"]
-    k = len(plan["seeds"])
+def render_report(out: Path, plan: Plan, table: dict, figures: dict[str, str], reference: Optional[dict],
+                  ctx: Context, progress: dict) -> str:
+    sch = plan.schedule
+    k = len(plan.seeds)
     n_done = sum(e["eval"] is not None for v in table.values() for e in v)
     n_all = sum(len(v) for v in table.values())
     L: list[str] = []
     a = L.append
     a("# PS-GAN reproduction: Tables 2–4 and Figures 4–9\n")
-    a(f"Planned {plan['created']} by `{plan['command']}`; this report written {time.strftime('%Y-%m-%d %H:%M:%S')}"
-      f" by `{ctx.get('command', plan['command'])}`.  ")
+    a(f"Planned {plan.created} by `{plan.command}`; this report written {time.strftime('%Y-%m-%d %H:%M:%S')}"
+      f" by `{ctx.command or plan.command}`.  ")
     a(f"Status: **{'complete' if n_done == n_all else f'partial — {n_done} of {n_all} runs evaluated'}**.\n")
     # Setup.
-    ext = ctx["extractor"]
-    v = plan["versions"]
+    ext = ctx.extractor
+    v = plan.versions
     wall = sum(inv.get("wall_seconds", 0.0) for inv in progress.get("invocations", []))
-    pred = plan.get("prediction") or {}
+    pred = plan.prediction or {}
     a("## Setup\n")
     a(f"- **Feature extractor:** `{ext['name']}` (weights `{ext.get('weights')}`, SHA-256 "
-      f"`{(ext.get('weights_sha256') or 'n/a')[:16]}…`). Final evaluation: {sch['final_samples']} samples per "
+      f"`{(ext.get('weights_sha256') or 'n/a')[:16]}…`). Final evaluation: {sch.final_samples} samples per "
       "generator; a model's FID/IS is that of the union of its generators (image i from generator i mod N) "
       "against the 60,000 MNIST training images. FID-vs-time curves: mnist-lenet, "
-      f"{sch['eval_samples']} samples per generator after every epoch.")
+      f"{sch.eval_samples} samples per generator after every epoch.")
     if ext["name"] == "mnist-lenet":
         a("- **IS note:** mnist-lenet has 10 classes, so its IS is at most 10; the paper used the 1000-class "
           "Inception network (IS > 10). Compare orderings, not values.")
-    a(f"- **Device:** {plan['device_name']} (`{plan['device']}`), {plan['cpu_count']} CPU cores, "
-      f"{plan['torch_threads']} torch threads.")
+    a(f"- **Device:** {plan.device_name} (`{plan.device}`), {plan.cpu_count} CPU cores, "
+      f"{plan.torch_threads} torch threads.")
     a(f"- **Versions:** psgan_fast {v.get('psgan_fast')}, torch {v.get('torch')}, torch-fidelity "
       f"{v.get('torch_fidelity')}, numpy {v.get('numpy')}, Python {v.get('python')}, {v.get('platform')}.")
-    if plan["smoke"]:
+    if plan.smoke:
         planned = "smoke run: a fixed tiny schedule, no calibration"
     else:
-        planned = (f"calibration took {(plan.get('calibration') or {}).get('seconds', 0) / 60:.1f} min; training "
-                   f"and evaluation were predicted to take {_wall_minutes(plan):.1f} min of wall clock "
-                   f"({pred.get('total_seconds', 0) / 60:.1f} min of work, {plan['flags'].get('jobs') or 1} "
+        planned = (f"calibration took {(plan.calibration.seconds if plan.calibration else 0) / 60:.1f} min; training "
+                   f"and evaluation were predicted to take {plan.wall_minutes():.1f} min of wall clock "
+                   f"({pred.get('total_seconds', 0) / 60:.1f} min of work, {plan.jobs} "
                    f"run(s) at a time; the plan aims at {int(TARGET_FRACTION * 100)}% of the budget)")
-    a(f"- **Budget:** {plan['budget_minutes']:g} min ({planned}). Wall-clock so far: {wall / 60:.1f} min over "
+    a(f"- **Budget:** {plan.budget_minutes:g} min ({planned}). Wall-clock so far: {wall / 60:.1f} min over "
       f"{len(progress.get('invocations', []))} invocation(s).")
-    la = [plan.get("loadavg_at_plan"), progress.get("loadavg_last")]
+    la = [plan.loadavg_at_plan, progress.get("loadavg_last")]
     if any(la):
         a(f"- **Machine load** (1/5/15-min load averages): {la[0]} when planned, {la[1]} at the last report "
-          f"({plan['cpu_count']} cores: a load above that means other work shared the CPU and wall-clock "
+          f"({plan.cpu_count} cores: a load above that means other work shared the CPU and wall-clock "
           "times are noisy).")
-    split = sch["stage_epochs"]
-    a(f"- **Schedule (identical for every run):** {sch['epochs']} epochs of "
-      f"{'full epochs' if sch['full_epoch'] else str(sch['limit_batches']) + ' batches'} of {BATCH_SIZE} "
-      f"({sch['limit_batches'] * BATCH_SIZE:,} images per epoch); PS-GAN stages and ProGAN phases "
-      f"{split[0]} / {split[1]} / {split[2]} epochs at 7 / 14 / 28 px; SNGAN trains all {sch['epochs']} epochs at "
-      f"28 px. Seeds: {', '.join(map(str, plan['seeds']))}. The paper trained on all 60,000 images per epoch on "
+    split = sch.stage_epochs
+    a(f"- **Schedule (identical for every run):** {sch.epochs} epochs of "
+      f"{'full epochs' if sch.full_epoch else str(sch.limit_batches) + ' batches'} of {BATCH_SIZE} "
+      f"({sch.limit_batches * BATCH_SIZE:,} images per epoch); PS-GAN stages and ProGAN phases "
+      f"{split[0]} / {split[1]} / {split[2]} epochs at 7 / 14 / 28 px; SNGAN trains all {sch.epochs} epochs at "
+      f"28 px. Seeds: {', '.join(map(str, plan.seeds))}. The paper trained on all 60,000 images per epoch on "
       "an RTX 3080.")
     a("- **Training time** is each run's cumulative `train_seconds` (training loop only; evaluation, plots and "
       "checkpoints excluded).\n")
@@ -168,7 +168,7 @@ def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], r
             a(f"**Extra** — {LABELS[row]}, samples after the last epoch.\n\n![{LABELS[row]}]({figures[stem]})\n")
     if "fid_vs_time" in figures:
         a("**FID against training time** — every model, FID after each epoch (mnist-lenet, "
-          f"{sch['eval_samples']} samples per generator; earlier stages upsampled to 28 px) against cumulative "
+          f"{sch.eval_samples} samples per generator; earlier stages upsampled to 28 px) against cumulative "
           "training seconds.\n\n![FID vs time](figures/fid_vs_time.png)\n")
     # Claims.
     a("## What the numbers say about the paper's claims\n")
@@ -177,17 +177,17 @@ def render_report(out: Path, plan: dict, table: dict, figures: dict[str, str], r
     return "\n".join(L) + "\n"
 
 
-def write_report(out: Path, plan: dict, ctx: dict, progress: dict, *, figures: bool) -> Path:
+def write_report(out: Path, plan: Plan, ctx: Context, progress: dict, *, figures: bool) -> Path:
     table = collect(out, plan)
     figs = make_figures(out, plan) if figures else {}
-    ref = ctx.get("reference")
+    ref = ctx.reference
     text = render_report(out, plan, table, figs, ref, ctx, progress)
     atomic_write_text(out / "REPORT.md", text)
     atomic_write_text(out / "results.json", json.dumps(results_doc(plan, table, ref, progress), indent=1))
     return out / "REPORT.md"
 
 
-def results_doc(plan: dict, table: dict, reference: Optional[dict], progress: dict) -> dict:
+def results_doc(plan: Plan, table: dict, reference: Optional[dict], progress: dict) -> dict:
     """The numbers behind REPORT.md in one JSON file (for docs/results/):
     the command, commit, machine, budget and schedule, and per row and seed
     the FID / IS / training time, D's last-epoch accuracy and the class
@@ -201,9 +201,9 @@ def results_doc(plan: dict, table: dict, reference: Optional[dict], progress: di
                                **({k: e["eval"].get(k) for k in ("fid", "is_mean", "is_std", "class_histogram",
                                                                  "generators", "num_samples")}
                                   if e["eval"] else {})} for e in entries]}
-    return {"command": plan["command"], "commit": git_commit(), "created": plan["created"],
-            "machine": {"device": plan["device_name"], "cores": plan["cpu_count"], "torch_threads":
-                        plan["torch_threads"], "versions": plan["versions"]},
-            "budget_minutes": plan["budget_minutes"], "flags": plan["flags"], "schedule": plan["schedule"],
+    return {"command": plan.command, "commit": git_commit(), "created": plan.created,
+            "machine": {"device": plan.device_name, "cores": plan.cpu_count, "torch_threads": plan.torch_threads,
+                        "versions": plan.versions},
+            "budget_minutes": plan.budget_minutes, "flags": plan.flags.to_json(), "schedule": plan.schedule.to_json(),
             "wall_seconds": sum(inv.get("wall_seconds", 0.0) for inv in progress.get("invocations", [])),
-            "feature_extractor": plan["feature_extractor"], "reference": reference, "rows": rows}
+            "feature_extractor": plan.feature_extractor, "reference": reference, "rows": rows}

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from psgan_fast.fsutil import read_jsonl
 from psgan_fast.reproduce.common import BATCH_SIZE, ROWS, ReproError, _log, _read_json, _write_json, run_name
+from psgan_fast.reproduce.state import Context, Plan
 
 
 def run_status(run_dir: Path) -> tuple[str, int]:
@@ -29,19 +30,20 @@ def run_status(run_dir: Path) -> tuple[str, int]:
     return "partial", int(state["step"])
 
 
-def train_config(plan: dict, row: str, seed: int, run_dir: Path):
+def train_config(plan: Plan, row: str, seed: int, run_dir: Path):
+    """The TrainConfig of one run of the plan."""
     from psgan_fast.config import TrainConfig
 
-    spec, sch = ROWS[row], plan["schedule"]
+    spec, sch = ROWS[row], plan.schedule
     staged = spec["model"] in ("psgan", "progan")
-    extra = {"eval_samples": int(sch["eval_samples"])}
+    extra = {"eval_samples": int(sch.eval_samples)}
     return TrainConfig(
-        model=spec["model"], generators=spec["generators"], loss=spec["loss"], epochs=int(sch["epochs"]),
-        stage_epochs=tuple(sch["stage_epochs"]) if staged else None, batch_size=BATCH_SIZE,
-        device=plan["device"], seed=seed, data_dir=plan.get("data_dir"), out=str(run_dir),
-        limit_batches=None if sch["full_epoch"] else int(sch["limit_batches"]),
-        sample_every=1, checkpoint_every=1, checkpoint_steps=int(sch.get("checkpoint_steps", 0)),
-        log_every=max(1, min(50, int(sch["limit_batches"]))), eval_every=1, progress=False, extra=extra)
+        model=spec["model"], generators=spec["generators"], loss=spec["loss"], epochs=int(sch.epochs),
+        stage_epochs=tuple(sch.stage_epochs) if staged else None, batch_size=BATCH_SIZE,
+        device=plan.device, seed=seed, data_dir=plan.data_dir, out=str(run_dir),
+        limit_batches=None if sch.full_epoch else int(sch.limit_batches),
+        sample_every=1, checkpoint_every=1, checkpoint_steps=int(sch.checkpoint_steps or 0),
+        log_every=max(1, min(50, int(sch.limit_batches))), eval_every=1, progress=False, extra=extra)
 
 
 def _check_run_matches(run_dir: Path, cfg) -> None:
@@ -60,7 +62,7 @@ def _check_run_matches(run_dir: Path, cfg) -> None:
                              "it belongs to another reproduction — use another --out or delete that run")
 
 
-def train_run(plan: dict, row: str, seed: int, run_dir: Path, step_limit: Optional[int]) -> int:
+def train_run(plan: Plan, row: str, seed: int, run_dir: Path, step_limit: Optional[int]) -> int:
     """Train (or finish) one run; returns the steps taken in this call.
     `step_limit`: stop after that many steps (a partial checkpoint is kept)."""
     from psgan_fast.config import TrainConfig
@@ -82,10 +84,9 @@ def train_run(plan: dict, row: str, seed: int, run_dir: Path, step_limit: Option
     return run_status(run_dir)[1] - step0
 
 
-
-
-def _train_worker(plan: dict, row: str, seed: int, run_dir: str, threads: Optional[int]) -> str:
-    """One run in a worker process (--jobs): train it, or mark it failed."""
+def _train_worker(plan: Plan, row: str, seed: int, run_dir: str, threads: Optional[int]) -> str:
+    """One run in a worker process (--jobs; top-level and with picklable
+    arguments for the spawn start method): train it, or mark it failed."""
     import torch
 
     from psgan_fast.trainer import TrainingDiverged
@@ -100,13 +101,13 @@ def _train_worker(plan: dict, row: str, seed: int, run_dir: str, threads: Option
     return "complete"
 
 
-def train_parallel(out: Path, plan: dict, runs: Sequence[tuple[str, int]], jobs: int) -> None:
+def train_parallel(out: Path, plan: Plan, runs: Sequence[tuple[str, int]], jobs: int) -> None:
     """Train every unfinished run, `jobs` at a time (one process each),
     the longest predicted first so that the last ones finish together."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pred = (plan.get("prediction") or {}).get("runs", {})
+    pred = (plan.prediction or {}).get("runs", {})
     todo = [(row, seed) for row, seed in runs
             if run_status(out / "runs" / run_name(row, seed))[0] in ("new", "partial")]
     todo.sort(key=lambda rs: -pred.get(rs[0], {}).get("total", 0.0))
@@ -115,7 +116,7 @@ def train_parallel(out: Path, plan: dict, runs: Sequence[tuple[str, int]], jobs:
     _log(f"training {len(todo)} run(s), {jobs} at a time ...")
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
         futs = {pool.submit(_train_worker, plan, row, seed, str(out / "runs" / run_name(row, seed)),
-                            plan["flags"].get("threads")): (row, seed) for row, seed in todo}
+                            plan.flags.threads): (row, seed) for row, seed in todo}
         for i, fut in enumerate(as_completed(futs), 1):
             row, seed = futs[fut]
             _log(f"  trained {i}/{len(todo)}: {row} seed {seed} ({fut.result()})")
@@ -127,7 +128,7 @@ def train_seconds(run_dir: Path) -> Optional[float]:
     return float(recs[-1]["train_seconds"]) if recs else None
 
 
-def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
+def evaluate_run(plan: Plan, run_dir: Path, seed: int, ctx: Context) -> dict:
     """The final evaluation of a complete run, cached in final_eval.json."""
     from psgan_fast import checkpoint as ckpt_mod
 
@@ -136,9 +137,9 @@ def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
 
     # The extractor's definition version is part of the key: features computed
     # under an older definition (same weights) must not be reused.
-    key = {"checkpoint": ck.name, "feature_extractor": ctx["extractor"]["name"],
-           "weights_sha256": ctx["extractor"]["weights_sha256"], "extractor_version": CACHE_VERSION,
-           "num_samples": int(plan["schedule"]["final_samples"]), "seed": seed}
+    key = {"checkpoint": ck.name, "feature_extractor": ctx.extractor["name"],
+           "weights_sha256": ctx.extractor["weights_sha256"], "extractor_version": CACHE_VERSION,
+           "num_samples": int(plan.schedule.final_samples), "seed": seed}
     cache = run_dir / "final_eval.json"
     doc = _read_json(cache)
     if doc is not None and doc.get("key") == key:
@@ -150,11 +151,10 @@ def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gens = load_generators(run_dir, device=ctx["device"])
+        gens = load_generators(run_dir, device=ctx.device)
     n = key["num_samples"]
-    res = evaluate_generators(gens, n, real=ctx["real_ref"], feature_extractor=key["feature_extractor"],
-                              inception_weights=ctx.get("inception_weights"), device=ctx["device"], seed=seed,
-                              kid=False)
+    res = evaluate_generators(gens, n, real=ctx.real_ref, feature_extractor=key["feature_extractor"],
+                              inception_weights=ctx.inception_weights, device=ctx.device, seed=seed, kid=False)
     result = {
         "fid": res["union"]["fid"], "is_mean": res["union"]["is_mean"], "is_std": res["union"]["is_std"],
         "class_histogram": res["union"].get("class_histogram"),
@@ -170,11 +170,13 @@ def evaluate_run(plan: dict, run_dir: Path, seed: int, ctx: dict) -> dict:
 # Reference: real held-out images under the same extractor (the FID floor)
 
 
-def reference_eval(out: Path, plan: dict, ctx: dict) -> Optional[dict]:
+def reference_eval(out: Path, plan: Plan, ctx: Context) -> Optional[dict]:
+    """FID / IS of real MNIST test images against the training set, cached
+    in reference_eval.json (None without the test split)."""
     from psgan_fast.metrics.evaluation import CACHE_VERSION
 
-    key = {"feature_extractor": ctx["extractor"]["name"], "weights_sha256": ctx["extractor"]["weights_sha256"],
-           "extractor_version": CACHE_VERSION, "num_samples": int(plan["schedule"]["final_samples"])}
+    key = {"feature_extractor": ctx.extractor["name"], "weights_sha256": ctx.extractor["weights_sha256"],
+           "extractor_version": CACHE_VERSION, "num_samples": int(plan.schedule.final_samples)}
     path = out / "reference_eval.json"
     doc = _read_json(path)
     if doc is not None and doc.get("key") == key:
@@ -183,14 +185,14 @@ def reference_eval(out: Path, plan: dict, ctx: dict) -> Optional[dict]:
     from psgan_fast.metrics.evaluation import evaluate_images
 
     try:
-        images, _ = find_dataset("mnist", plan.get("data_dir"), "test")
+        images, _ = find_dataset("mnist", plan.data_dir, "test")
     except (OSError, ValueError):
         return None
     test = read_idx(images)[: key["num_samples"]]
-    res = evaluate_images([test], real=ctx["real_ref"], feature_extractor=key["feature_extractor"],
-                          inception_weights=ctx.get("inception_weights"), device=ctx["device"], kid=False)
+    res = evaluate_images([test], real=ctx.real_ref, feature_extractor=key["feature_extractor"],
+                          inception_weights=ctx.inception_weights, device=ctx.device, kid=False)
     result = {"fid": res["union"]["fid"], "is_mean": res["union"]["is_mean"], "is_std": res["union"]["is_std"],
               "num_samples": len(test),
-              "real_train_is": ctx["real_ref"].summary()["is_mean"]}
+              "real_train_is": ctx.real_ref.summary()["is_mean"]}
     _write_json(path, {"key": key, "result": result})
     return result

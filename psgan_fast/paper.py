@@ -32,10 +32,3 @@ TABLE4 = {
 # Table 4 as (generators, ratio vs 2 generators) pairs.
 TABLE4_RATIOS = tuple((n, v["ratio"]) for n, v in TABLE4.items())
 
-
-def table3_ratio(row: str) -> float:
-    """Table 3's time ratio of `row` against SNGAN."""
-    for r in TABLE3:
-        if r[0] == row:
-            return r[4]
-    raise KeyError(f"{row!r} is not a row of the paper's Table 3")

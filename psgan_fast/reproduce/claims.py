@@ -5,9 +5,33 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from psgan_fast import paper
 from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # the "no wasted generator" rule
 from psgan_fast.reproduce.common import LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct
 from psgan_fast.reproduce.state import Plan
+
+
+# The paper's numbers as the prose quotes them (psgan_fast.paper).
+PAPER_FID = {row: fid for row, (fid, _) in paper.TABLE2.items()}
+PAPER_IS_ORDER = sorted(paper.TABLE2, key=lambda row: -paper.TABLE2[row][1])  # Table 2's IS, best first
+
+
+def _paper_is_ranking() -> str:
+    """"ProGAN (12.7) > PS-GAN (12.2) > SNGAN (11.6)"."""
+    return " > ".join(f"{LABELS[r].split(' (')[0]} ({paper.TABLE2[r][1]})" for r in PAPER_IS_ORDER)
+
+
+def _paper_table4(what: str) -> str:
+    """Table 4 for 1, 2, 3 generators: the mean "fid" or "is" ("7.15 → 6.87 →
+    6.68"), or the time "ratio" to 2 generators ("78% / 100% / 128%")."""
+    if what == "ratio":
+        return " / ".join(_pct(paper.TABLE4[n]["ratio"], 0) for n in (1, 2, 3))
+    return " → ".join(str(paper.TABLE4[n][what][0]) for n in (1, 2, 3))
+
+
+def _paper_ratio(row: str) -> str:
+    """Table 3's time ratio of `row` to SNGAN, as a percentage."""
+    return _pct(ROWS[row]["paper_ratio"])
 
 
 # Relative gap below which two single-seed numbers are called a tie.
@@ -57,21 +81,23 @@ def claims(table: dict, plan: Plan, reference: Optional[dict]) -> list[str]:
                    "partly supported" if "<" in (vs_sn, vs_pro) else "not supported")
         pro_sn = _compare(fid["progan"], fid["sngan"], k)
         out.append(
-            "**Table 2 — PS-GAN (2 gens) has a lower FID than SNGAN and ProGAN (6.87 vs 8.34 and 7.29): "
+            f"**Table 2 — PS-GAN (2 gens) has a lower FID than SNGAN and ProGAN ({PAPER_FID['psgan-g2']} vs "
+            f"{PAPER_FID['sngan']} and {PAPER_FID['progan']}): "
             f"{verdict}.** "
             f"Ours: PS-GAN (2 gens) {_fmt(*fid['psgan-g2'])}, SNGAN {_fmt(*fid['sngan'])}, ProGAN "
             f"{_fmt(*fid['progan'])}: PS-GAN is {word(vs_sn)} SNGAN and {word(vs_pro)} ProGAN. The paper also puts "
-            f"ProGAN ahead of SNGAN (7.29 < 8.34); here ProGAN's FID is {word(pro_sn)} SNGAN's.")
+            f"ProGAN ahead of SNGAN ({PAPER_FID['progan']} < {PAPER_FID['sngan']}); here ProGAN's FID is "
+            f"{word(pro_sn)} SNGAN's.")
         if all(isc[r][0] is not None for r in ("sngan", "progan", "psgan-g2")):
             order = sorted(("sngan", "progan", "psgan-g2"), key=lambda r: -isc[r][0])
             rel = [_compare(isc[order[i]], isc[order[i + 1]], k) for i in range(2)]
             shown = f"{LABELS[order[0]]} {'≈' if rel[0] == '≈' else '>'} {LABELS[order[1]]} " \
                     f"{'≈' if rel[1] == '≈' else '>'} {LABELS[order[2]]}"
-            same = order == ["progan", "psgan-g2", "sngan"]
+            same = order == PAPER_IS_ORDER
             same_text = ("the same order" if same and "≈" not in rel else
                          "the same order, but with ties" if same else "not the same order")
             out.append(f"IS ranks them {shown} ({', '.join(_fmt(*isc[r]) for r in order)}); the paper's IS ranks "
-                       f"ProGAN (12.7) > PS-GAN (12.2) > SNGAN (11.6) — {same_text}.")
+                       f"{_paper_is_ranking()} — {same_text}.")
     f = [fid[f"psgan-g{n}"] for n in (1, 2, 3)]
     s = [isc[f"psgan-g{n}"] for n in (1, 2, 3)]
     if any(x[0] is None for x in f):
@@ -84,35 +110,35 @@ def claims(table: dict, plan: Plan, reference: Optional[dict]) -> list[str]:
         is_trend = ("rises" if sc == ["<", "<"] else "falls" if sc == [">", ">"] else
                     "is flat (ties)" if sc == ["≈", "≈"] else "is not monotone")
         out.append(
-            f"**Table 4 — FID falls as generators are added (7.15 → 6.87 → 6.68): {verdict}.** "
+            f"**Table 4 — FID falls as generators are added ({_paper_table4('fid')}): {verdict}.** "
             "Ours, 1 → 2 → 3 "
             f"generators: {' → '.join(_fmt(*x) for x in f)}, i.e. FID(1) {c12} FID(2) {c23} FID(3). "
-            f"IS {is_trend}: {' → '.join(_fmt(*x) for x in s)}; the paper's rises 11.9 → 12.2 → 12.7.")
+            f"IS {is_trend}: {' → '.join(_fmt(*x) for x in s)}; the paper's rises {_paper_table4('is')}.")
     base = tim["sngan"][0]
     if base is None or any(tim[r][0] is None for r in PAPER_ROW_IDS):
         out.append("**Table 3 — training time:** not every run has finished, so the time ratios are incomplete.")
     else:
         ratio = {r: tim[r][0] / base for r in PAPER_ROW_IDS}
         ours = sorted(PAPER_ROW_IDS, key=lambda r: ratio[r])
-        paper = sorted(PAPER_ROW_IDS, key=lambda r: ROWS[r]["paper_ratio"])
+        paper_order = sorted(PAPER_ROW_IDS, key=lambda r: ROWS[r]["paper_ratio"])
         pairs = [(x, y) for i, x in enumerate(PAPER_ROW_IDS) for y in PAPER_ROW_IDS[i + 1:]]
         agree = sum((ratio[x] < ratio[y]) == (ROWS[x]["paper_ratio"] < ROWS[y]["paper_ratio"]) for x, y in pairs)
         g = [tim[f"psgan-g{n}"] for n in (1, 2, 3)]
         grows = _compare(g[0], g[1], k) == "<" and _compare(g[1], g[2], k) == "<"
         nosn = _compare(tim["sngan-nosn"], tim["sngan"], k)
         g1 = _compare(tim["psgan-g1"], tim["sngan"], k)
+        vs_paper = ", ".join(f"{name} {_pct(ratio[r])} (paper {_paper_ratio(r)})" for r, name in (
+            ("psgan-g2", "PS-GAN (2 gens)"), ("psgan-g3", "PS-GAN (3 gens)"), ("psgan-g1", "PS-GAN (1 gen)"),
+            ("progan", "ProGAN"), ("sngan-nosn", "SNGAN without spectral norm")))
         out.append(
             f"**Table 3 — training time.** Our order, cheapest first: {', '.join(LABELS[r] for r in ours)}; the "
-            f"paper's: {', '.join(LABELS[r] for r in paper)} ({agree} of {len(pairs)} pairwise orderings agree). "
-            f"Relative to SNGAN: PS-GAN (2 gens) {_pct(ratio['psgan-g2'])} (paper 123.7%), PS-GAN (3 gens) "
-            f"{_pct(ratio['psgan-g3'])} (paper 158.5%), PS-GAN (1 gen) {_pct(ratio['psgan-g1'])} (paper 96.5%), "
-            f"ProGAN {_pct(ratio['progan'])} (paper 134.6%), SNGAN without spectral norm "
-            f"{_pct(ratio['sngan-nosn'])} (paper 89.4%). That removing spectral norm saves time is "
+            f"paper's: {', '.join(LABELS[r] for r in paper_order)} ({agree} of {len(pairs)} pairwise orderings agree). "
+            f"Relative to SNGAN: {vs_paper}. That removing spectral norm saves time is "
             f"{'supported' if nosn == '<' else 'not supported'}; that PS-GAN with one generator is cheaper than SNGAN "
             f"is {'supported' if g1 == '<' else 'not supported'}; that each extra generator adds time is "
             f"{'supported' if grows else 'not supported'} (1 / 2 / 3 generators: "
-            f"{_pct(g[0][0] / g[1][0], 0)} / 100% / {_pct(g[2][0] / g[1][0], 0)} of 2 generators; paper 78% / 100% / "
-            f"128%).")
+            f"{_pct(g[0][0] / g[1][0], 0)} / 100% / {_pct(g[2][0] / g[1][0], 0)} of 2 generators; paper "
+            f"{_paper_table4('ratio')}).")
         st = plan.calibration.step_seconds.get("psgan-g2") if plan.calibration else None
         if st and st[-1] > 0:
             out.append(f"Where the stepwise models' time goes: in the calibration a PS-GAN (2 gens) step at 7×7 took "

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from psgan_fast import paper
 from psgan_fast.fsutil import atomic_write_text, read_jsonl
 from psgan_fast.machine import git_commit
-from psgan_fast.paper import TABLE2 as PAPER_TABLE2, TABLE4 as PAPER_TABLE4
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
                                         ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
@@ -96,7 +96,7 @@ def render_report(out: Path, plan: Plan, table: dict, figures: dict[str, str], r
       f"({sch.limit_batches * BATCH_SIZE:,} images per epoch); PS-GAN stages and ProGAN phases "
       f"{split[0]} / {split[1]} / {split[2]} epochs at 7 / 14 / 28 px; SNGAN trains all {sch.epochs} epochs at "
       f"28 px. Seeds: {', '.join(map(str, plan.seeds))}. The paper trained on all 60,000 images per epoch on "
-      "an RTX 3080.")
+      f"an {paper.GPU}.")
     a("- **Training time** is each run's cumulative `train_seconds` (training loop only; evaluation, plots and "
       "checkpoints excluded).\n")
     # Table 2.
@@ -105,7 +105,7 @@ def render_report(out: Path, plan: Plan, table: dict, figures: dict[str, str], r
     a("| model | FID (ours) | FID (paper) | IS (ours) | IS (paper) |")
     a("|---|---:|---:|---:|---:|")
     for row in ("sngan", "progan", "psgan-g2"):
-        pf, pi = PAPER_TABLE2[row]
+        pf, pi = paper.TABLE2[row]
         a(f"| {LABELS[row]} | {_fmt(*_agg(table[row], 'fid'))} | {pf} | {_fmt(*_agg(table[row], 'is_mean'))} | {pi} |")
     if reference is not None:
         a(f"| *real MNIST test images (reference)* | {reference['fid']:.2f} | — | {reference['is_mean']:.2f} | — |")
@@ -134,7 +134,7 @@ def render_report(out: Path, plan: Plan, table: dict, figures: dict[str, str], r
     for n in (1, 2, 3):
         row = f"psgan-g{n}"
         m, sd = _agg(table[row], "time")
-        p = PAPER_TABLE4[n]
+        p = paper.TABLE4[n]
         a(f"| {n} | {_fmt(m, sd, 1)} | {_pct(m / base2, 0) if m and base2 else '—'} | "
           f"{_fmt(*_agg(table[row], 'fid'))} | {_fmt(*_agg(table[row], 'is_mean'))} | {p['seconds']} | "
           f"{_pct(p['ratio'], 0)} | {p['fid'][0]} ± {p['fid'][1]} | {p['is'][0]} ± {p['is'][1]} |")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from psgan_fast.machine import loadavg as _loadavg
+from psgan_fast.machine import loadavg
 from psgan_fast.reproduce.common import (BATCH_SIZE, DEFAULT_EVAL_SAMPLES, JOBS_EFFICIENCY, PLAN_VERSION, ROW_IDS, ROWS,
                                         SMOKE, TARGET_FRACTION, Interrupted, ReproError, _log, _read_json,
                                         _write_json, run_name)
@@ -187,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             inv["wall_seconds"] = time.perf_counter() - t_start
             if status:
                 inv["status"] = status
-            progress["loadavg_last"] = _loadavg()
+            progress["loadavg_last"] = loadavg()
             _write_json(out / "progress.json", progress)
 
         if plan is None:

@@ -128,22 +128,31 @@ def train_seconds(run_dir: Path) -> Optional[float]:
     return float(recs[-1]["train_seconds"]) if recs else None
 
 
+def _eval_key(plan: Plan, ctx: Context) -> dict:
+    """What a cached evaluation depends on: the extractor (name, weights and
+    definition version: features computed under an older definition, same
+    weights, must not be reused) and the sample count."""
+    from psgan_fast.metrics.evaluation import CACHE_VERSION
+
+    return {"feature_extractor": ctx.extractor["name"], "weights_sha256": ctx.extractor["weights_sha256"],
+            "extractor_version": CACHE_VERSION, "num_samples": int(plan.schedule.final_samples)}
+
+
+def _cached(path: Path, key: dict) -> Optional[dict]:
+    """The result cached in `path` under `key` (None if absent or stale)."""
+    doc = _read_json(path)
+    return doc["result"] if doc is not None and doc.get("key") == key else None
+
+
 def evaluate_run(plan: Plan, run_dir: Path, seed: int, ctx: Context) -> dict:
     """The final evaluation of a complete run, cached in final_eval.json."""
     from psgan_fast import checkpoint as ckpt_mod
 
     ck = ckpt_mod.latest(run_dir)
-    from psgan_fast.metrics.evaluation import CACHE_VERSION
-
-    # The extractor's definition version is part of the key: features computed
-    # under an older definition (same weights) must not be reused.
-    key = {"checkpoint": ck.name, "feature_extractor": ctx.extractor["name"],
-           "weights_sha256": ctx.extractor["weights_sha256"], "extractor_version": CACHE_VERSION,
-           "num_samples": int(plan.schedule.final_samples), "seed": seed}
+    key = {"checkpoint": ck.name, **_eval_key(plan, ctx), "seed": seed}
     cache = run_dir / "final_eval.json"
-    doc = _read_json(cache)
-    if doc is not None and doc.get("key") == key:
-        return doc["result"]
+    if (result := _cached(cache, key)) is not None:
+        return result
     import warnings
 
     from psgan_fast.api import load_generators
@@ -173,14 +182,10 @@ def evaluate_run(plan: Plan, run_dir: Path, seed: int, ctx: Context) -> dict:
 def reference_eval(out: Path, plan: Plan, ctx: Context) -> Optional[dict]:
     """FID / IS of real MNIST test images against the training set, cached
     in reference_eval.json (None without the test split)."""
-    from psgan_fast.metrics.evaluation import CACHE_VERSION
-
-    key = {"feature_extractor": ctx.extractor["name"], "weights_sha256": ctx.extractor["weights_sha256"],
-           "extractor_version": CACHE_VERSION, "num_samples": int(plan.schedule.final_samples)}
+    key = _eval_key(plan, ctx)
     path = out / "reference_eval.json"
-    doc = _read_json(path)
-    if doc is not None and doc.get("key") == key:
-        return doc["result"]
+    if (result := _cached(path, key)) is not None:
+        return result
     from psgan_fast.data import find_dataset, read_idx
     from psgan_fast.metrics.evaluation import evaluate_images
 

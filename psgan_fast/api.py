@@ -17,27 +17,11 @@ import torch
 from torch import nn
 
 from psgan_fast import checkpoint as ckpt_mod
-from psgan_fast.config import TrainConfig
-from psgan_fast.models import build_recipe
-from psgan_fast.recipe import Recipe
+from psgan_fast.config import TrainConfig, validate
+from psgan_fast.models import build_generators
+from psgan_fast.trained_generator import TrainedGenerator
 
-
-class TrainedGenerator(nn.Module):
-    """Generator k of a trained recipe: forward(z [B, latent_dim]) -> images
-    [B, C, H, W] in [-1, 1]. Whatever the recipe needs at run time (fade-in
-    alpha, current stage) comes from the checkpoint."""
-
-    def __init__(self, recipe: Recipe, k: int) -> None:
-        super().__init__()
-        self.recipe = recipe
-        self.index = k
-        self.net = recipe.modules()[f"G{k}"]
-        self.latent_dim = recipe.latent_dim
-        self.resolution = recipe.resolution()
-
-    @torch.no_grad()
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.recipe.generate_one(z, self.index)
+__all__ = ["TrainedGenerator", "load_generators", "sample"]
 
 
 def _run_dir_of(ckpt: Path) -> Path:
@@ -46,10 +30,10 @@ def _run_dir_of(ckpt: Path) -> Path:
 
 def load_generators(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> list[TrainedGenerator]:
     """Generators of a run directory (its latest checkpoint) or of one
-    checkpoint directory, in eval mode. Warns if the checkpoint is not at
-    the final resolution yet (an unfinished stepwise/progressive run)."""
-    from psgan_fast.trainer import _derived_seed, _forked, validate
-
+    checkpoint directory, in eval mode. Only the generators are built (no
+    discriminator, no optimisers) and only their weights are read. Warns if
+    the checkpoint is not at the final resolution yet (an unfinished
+    stepwise/progressive run)."""
     ckpt = ckpt_mod.resolve(Path(path))
     run_dir = _run_dir_of(ckpt)
     try:
@@ -62,20 +46,17 @@ def load_generators(path: Union[str, Path], device: Union[str, torch.device] = "
         raise ckpt_mod.CheckpointError(f"{run_dir}/config.json is not a psgan_fast config: {e}") from None
     state = ckpt_mod.read_state(ckpt)
     device = torch.device(device)
-    cfg.device = device.type
-    with _forked(_derived_seed(cfg.seed, -1), device):
-        recipe = build_recipe(cfg, image_size=resolved["image_size"], channels=resolved["channels"],
-                              steps_per_epoch=resolved["steps_per_epoch"], device=device)
-        recipe.begin_epoch(int(state["epoch"]))
-    recipe.load_state(state.get("recipe", {}))
-    ckpt_mod.load_modules(ckpt, recipe.modules())
-    if recipe.resolution() != resolved["image_size"]:
-        warnings.warn(f"{ckpt}: generators are at {recipe.resolution()}px, the run's final resolution is "
+    gens = build_generators(cfg, image_size=resolved["image_size"], channels=resolved["channels"],
+                            steps_per_epoch=resolved["steps_per_epoch"], device=device,
+                            epoch=int(state["epoch"]), state=state.get("recipe", {}))
+    ckpt_mod.load_modules(ckpt, gens.modules())
+    if gens.resolution() != resolved["image_size"]:
+        warnings.warn(f"{ckpt}: generators are at {gens.resolution()}px, the run's final resolution is "
                       f"{resolved['image_size']}px (the run has not reached its last stage)", stacklevel=2)
-    gens = [TrainedGenerator(recipe, k) for k in range(recipe.num_generators)]
-    for g in gens:
+    out = [TrainedGenerator(gens, k) for k in range(gens.num_generators)]
+    for g in out:
         g.eval()
-    return gens
+    return out
 
 
 @torch.no_grad()

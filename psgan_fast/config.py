@@ -1,78 +1,171 @@
 """Training configuration: one dataclass, the same fields as the CLI.
 
-Defaults live here and nowhere else; `psgan_fast.train` builds its argparse
-parser from these fields' metadata, and `config.json` in a run directory is
-`dataclasses.asdict` of the resolved config.
+A run's defaults live here and nowhere else: each TrainConfig field's
+default, and in its metadata the CLI flag's help text, choices and bounds,
+from which `psgan_fast.train` builds its argparse parser (a field without
+"help" has no flag) and `validate` checks a config. A field left None takes
+the chosen model's default (lr, betas, generators, network sizes: the
+per-model table `psgan_fast.models.RECIPES`) or the --loss spec's
+(`psgan_fast.registry.LOSSES`). The choice lists are derived from those
+registries. `config.json` in a run directory holds `to_json()` of the
+resolved config; `from_json` also reads the files of older versions, whose
+model options were an untyped `extra` dict.
+
+Nothing here imports torch (the CLI's --help stays fast).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+import typing
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Optional
 
-MODELS = ("psgan", "sngan", "sngan-nosn", "progan")
-LOSSES = ("ps", "bce", "ps-soft", "rps", "rps-r1r2-skips")  # psgan_fast.loss.LOSSES: the specs
+from psgan_fast import registry
+from psgan_fast.models import RECIPES, defaults_of
+from psgan_fast.registry import get_spec
+
+MAX_SEED = 2**63 - 1
+# Choice lists, derived from the registries that define them (both torch-free).
+MODELS = tuple(RECIPES)                 # psgan_fast.models.RECIPES
+LOSSES = tuple(registry.LOSSES)         # the update rules' specs (psgan_fast.loss re-exports them)
+UPDATES = registry.UPDATES
+D_ARCHS = registry.D_ARCHS
+PARALLEL = registry.PARALLEL_MODES      # psgan_fast.parallel.MODES
 # What `--model psgan` trains by default: the winner of the ablation in
 # docs/DESIGN.md. `--loss ps` is the paper's Algorithm 2 read literally.
 RECOMMENDED_LOSS = "rps-r1r2-skips"
-UPDATES = ("simultaneous", "alternating")
-D_ARCHS = ("paper", "deep")
-PARALLEL = ("auto", "fused", "streams", "sequential")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def _flag(default: Any, help: str, **cli: Any) -> Any:
+    """A field with a CLI flag. `cli`: choices, min / max (integers: the
+    parser and `validate` both enforce them), flag (when not --<name>),
+    metavar. The flag's kind follows the field's type: bool flags are
+    --x/--no-x when the default is None, else store_true / store_false."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Model options without a CLI flag (tests, benchmarks, experiments).
+    None takes the model's default: its row of `psgan_fast.models.RECIPES`
+    for the network sizes and layout, the model's module for the rest."""
+
+    width: Optional[int] = None          # every model: feature channels at the lowest resolution
+    latent_dim: Optional[int] = None     # every model: size of the noise vector z
+    channels_last: Optional[bool] = None  # every model: NHWC networks (default: on where measured faster)
+    d_backward: Optional[str] = None     # psgan: "routed" | "two-pass" (default: routed; two-pass when compiling)
+    sn_impl: Optional[str] = None        # sngan: spectral norm kernel "auto" | "triton" | "ref" (default auto)
+    sngan_loss: Optional[str] = None     # sngan: "hinge" | "bce" (default hinge)
+    mbstd_group: Optional[int] = None    # progan: minibatch-std group size (default 4)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ModelOptions":
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown model option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def plain_type(hint: Any) -> Any:
+    """The type an Optional annotation allows besides None (int for Optional[int])."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+# The untyped `extra` dict of older versions held the ModelOptions under the
+# same names, and "eval_samples" (now a TrainConfig field); each value is
+# read as the old code read it (int(...), bool(...), str(...)).
+_EXTRA_KEYS = {name: plain_type(hint) for name, hint in typing.get_type_hints(ModelOptions).items()}
+_EXTRA_TRAINER_KEYS = {"eval_samples": int}
 
 
 @dataclass
 class TrainConfig:
     """Every setting of a training run.
 
-    `lr` and `betas` left as None take the chosen model's published
-    defaults (PS-GAN and SNGAN: Adam 2e-4, (0.5, 0.999); ProGAN: Adam 1e-3,
-    (0.0, 0.99)). `stage_epochs` splits `epochs` over the three stages
-    (7x7, 14x14, 28x28 on MNIST); when None the split is
-    `default_stage_epochs(epochs)`.
+    `lr`, `betas` and `generators` left as None take the chosen model's
+    defaults (`psgan_fast.models.RECIPES`). `stage_epochs` splits `epochs`
+    over the three stages (7x7, 14x14, 28x28 on MNIST); when None the split
+    is `default_stage_epochs(epochs)`. `options` holds the model options
+    that have no flag (`ModelOptions`); the keyword `extra` still takes the
+    old untyped dict of them (and "eval_samples"), as older code and
+    config.json files pass it.
     """
 
-    model: str = "psgan"
-    generators: Optional[int] = None  # None: 2 for psgan (the paper's main model), 1 for baselines
-    epochs: int = 10
-    stage_epochs: Optional[tuple[int, ...]] = None
-    alpha: float = 0.1
-    batch_size: int = 64
-    lr: Optional[float] = None
-    betas: Optional[tuple[float, float]] = None
-    loss: str = RECOMMENDED_LOSS
+    model: str = _flag("psgan", "training method", choices=MODELS)
+    generators: Optional[int] = _flag(  # None: the model's (2 for psgan, the paper's main model; 1 for baselines)
+        None, f"number of parallel generators N (psgan; default {defaults_of('psgan').generators})", min=1)
+    epochs: int = _flag(10, "total epochs over all stages", min=1)
+    stage_epochs: Optional[tuple[int, ...]] = _flag(
+        None, "epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: 20%%/30%%/50%% of --epochs)")
+    alpha: float = _flag(0.1, "Algorithm 1 mixing weight at stage switches")
+    batch_size: int = _flag(64, "images per batch (the paper: 64)", min=2)
+    lr: Optional[float] = _flag(None, "learning rate (default: the model's published value)")
+    betas: Optional[tuple[float, float]] = _flag(None, "Adam betas, e.g. 0.5,0.999 (default: the model's)")
+    loss: str = _flag(RECOMMENDED_LOSS, f"PS-GAN's update rule (default {RECOMMENDED_LOSS}, the recommended one; "
+                      "ps: the paper's Algorithm 2 read literally; the others are ablation variants, see "
+                      "psgan_fast.loss.LOSSES)", choices=LOSSES)
     # PS-GAN's update-rule knobs. None takes the value of the chosen --loss's
-    # spec (psgan_fast.loss.LOSSES), so `--loss ps` alone is Algorithm 2.
-    d_gate: Optional[float] = None   # lambda: D's weight on groups it got right
-    g_gate: Optional[bool] = None    # generator k skips groups where D picked its fake
-    r1: Optional[float] = None       # gamma of the R1 penalty (real images)
-    r2: Optional[float] = None       # gamma of the R2 penalty (fakes)
-    reg_every: int = 4               # lazy R1/R2: every K steps, weighted by K
-    update: Optional[str] = None     # simultaneous | alternating
-    d_arch: Optional[str] = None     # paper | deep (psgan_fast.stages.D_ARCHS)
-    skips: Optional[bool] = None     # image outputs/inputs at every level of the stage networks
-    parallel: str = "auto"
-    precision: str = "fp32"
-    compile: Optional[bool] = None  # None: on for CUDA, off for CPU (measured slower there)
-    device: str = "auto"
-    seed: int = 0
-    dataset: str = "mnist"
-    data_dir: Optional[str] = None
-    out: Optional[str] = None
-    resume: Optional[str] = None
-    overwrite: bool = False  # a fresh run may replace the run already in `out`
-    max_steps: Optional[int] = None
-    limit_batches: Optional[int] = None
-    sample_every: int = 1
-    checkpoint_every: int = 1
-    checkpoint_steps: int = 0  # also checkpoint every K steps inside an epoch (0: epoch ends only)
-    log_every: int = 50
-    eval_every: int = 0
-    deterministic: bool = False
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    # spec (psgan_fast.registry.LOSSES), so `--loss ps` alone is Algorithm 2.
+    d_gate: Optional[float] = _flag(None, "lambda: D's weight on the groups it got right (default: the loss's)")
+    g_gate: Optional[bool] = _flag(None, "generator k skips the groups where D picked its fake (default: the loss's)")
+    r1: Optional[float] = _flag(None, "gamma of the R1 penalty on real images (default: the loss's)")
+    r2: Optional[float] = _flag(None, "gamma of the R2 penalty on fakes (default: the loss's)")
+    reg_every: int = _flag(4, "R1/R2 every K steps (lazy), weighted by K", min=1)
+    update: Optional[str] = _flag(None, "simultaneous (the paper's) or alternating D/G steps (default: the loss's)",
+                                  choices=UPDATES)
+    d_arch: Optional[str] = _flag(None, "PS-GAN's discriminator (default: the loss's)", choices=D_ARCHS)
+    skips: Optional[bool] = _flag(None, "skip stage networks: an image output/input at every level "
+                                  "(default: the loss's)")
+    parallel: str = _flag("auto", "how the N generators run", choices=PARALLEL)
+    precision: str = _flag("fp32", "bf16 autocast or plain fp32", choices=PRECISIONS)
+    compile: Optional[bool] = _flag(  # None: on for CUDA, off for CPU (measured slower there)
+        None, "torch.compile the networks (default: on for CUDA, off for CPU)")
+    device: str = _flag("auto", "auto: CUDA when available, else the CPU", choices=DEVICES)
+    seed: int = _flag(0, "seeds the networks, the noise and the data order", min=0, max=MAX_SEED)
+    dataset: str = _flag("mnist", "mnist, fashion-mnist, or a folder with an IDX image/label pair")
+    data_dir: Optional[str] = _flag(None, "folder holding the data set's files")
+    out: Optional[str] = _flag(None, "run directory (default: runs/<model>-g<N>-<time>)")
+    resume: Optional[str] = _flag(None, "continue a run from its latest checkpoint", metavar="RUN_DIR")
+    overwrite: bool = _flag(False, "replace the run already in --out (refused otherwise)")
+    max_steps: Optional[int] = _flag(None, "stop after this many steps in total", min=1)
+    limit_batches: Optional[int] = _flag(None, "batches per epoch (smoke runs)", min=1)
+    sample_every: int = _flag(1, "epochs between sample grids (0: off)", min=0)
+    checkpoint_every: int = _flag(1, "epochs between checkpoints", min=0)
+    checkpoint_steps: int = _flag(0, "also checkpoint every K steps inside an epoch (0: off)", min=0)
+    log_every: int = _flag(50, "steps between metrics.jsonl lines", min=1)
+    eval_every: int = _flag(0, "epochs between FID/IS evaluations (0: off)", min=0)
+    deterministic: bool = _flag(False, "torch deterministic algorithms (exact resume on CPU)")
+    progress: bool = _flag(True, "no progress bar", flag="--no-progress")
+    eval_samples: int = 2000  # images per generator set in each --eval-every evaluation (no flag)
+    options: ModelOptions = field(default_factory=ModelOptions)
+    extra: InitVar[Optional[dict[str, Any]]] = None
+
+    def __post_init__(self, extra: Optional[dict[str, Any]]) -> None:
+        if isinstance(self.options, dict):
+            self.options = ModelOptions.from_json(self.options)
+        if extra:
+            self._apply_extra(extra)
+
+    def _apply_extra(self, extra: dict[str, Any]) -> None:
+        """Fold the old untyped `extra` dict into `options` and
+        `eval_samples`, each value read as the old code read it."""
+        unknown = sorted(set(extra) - set(_EXTRA_KEYS) - set(_EXTRA_TRAINER_KEYS))
+        if unknown:
+            warnings.warn(f"TrainConfig: ignoring unknown extra option(s) {', '.join(unknown)} "
+                          f"(known: {', '.join([*_EXTRA_KEYS, *_EXTRA_TRAINER_KEYS])})", stacklevel=4)
+        if not isinstance(self.options, ModelOptions):
+            return  # validate() names the field
+        opts = {k: read(extra[k]) for k, read in _EXTRA_KEYS.items() if k in extra}
+        self.options = dataclasses.replace(self.options, **opts)
+        for k, read in _EXTRA_TRAINER_KEYS.items():
+            if k in extra:
+                setattr(self, k, read(extra[k]))
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -83,7 +176,9 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
+        """A config from `to_json()`'s dict, or from an older version's (with
+        `extra` instead of `options` and `eval_samples`)."""
+        names = {f.name for f in dataclasses.fields(cls)} | {"extra"}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) in config: {', '.join(unknown)}")
@@ -96,7 +191,7 @@ class TrainConfig:
     def num_generators(self) -> int:
         if self.generators is not None:
             return self.generators
-        return 2 if self.model == "psgan" else 1
+        return defaults_of(self.model).generators if self.model in RECIPES else 1
 
     def resolved_stage_epochs(self, num_stages: int = 3) -> tuple[int, ...]:
         """Epochs per stage; the last stage absorbs any rounding."""
@@ -122,3 +217,138 @@ def default_stage_epochs(epochs: int, num_stages: int = 3) -> tuple[int, ...]:
         split[i] -= 1
         last += 1
     return tuple(split + [last])
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation
+# ----------------------------------------------------------------------------------------------
+
+class ConfigError(ValueError):
+    """A setting is invalid; `flag` names the CLI flag responsible."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(f"{flag}: {message}")
+        self.flag = flag
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The TrainConfig fields that have a CLI flag, in the parser's order."""
+    return [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
+
+
+def flag_of(field_name: str) -> str:
+    """The CLI flag of a TrainConfig field (its name if it has none)."""
+    f = TrainConfig.__dataclass_fields__.get(field_name)
+    if f is None or "help" not in f.metadata:
+        return field_name
+    return f.metadata.get("flag") or "--" + field_name.replace("_", "-")
+
+
+_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a JSON-ish value fits a TrainConfig annotation (no bool for
+    int or float, lists accepted for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is typing.Union:
+        return any(_conforms(value, a) for a in args)
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float)
+    if hint in (bool, str):
+        return type(value) is hint
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, hint)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return "a list of " + (_describe(args[0]).split(" ", 1)[1] + "s" if args[-1] is Ellipsis
+                               else f"{len(args)} values")
+    return _KINDS.get(hint, "an object")
+
+
+def _check_types(obj: Any, need, prefix: str = "") -> None:
+    """Every field of a config dataclass against its annotation."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        flag = f"{prefix}{f.name}" if prefix else flag_of(f.name)
+        need(_conforms(value, hint), flag, f"must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
+        if dataclasses.is_dataclass(hint):
+            _check_types(value, need, f"{f.name}.")
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every setting; return the config with `generators` resolved."""
+    from psgan_fast.transfer import alpha_problem  # Algorithm 1's rule for alpha
+
+    def need(cond: bool, flag: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(flag, msg)
+
+    _check_types(cfg, need)
+    for f in cli_fields():  # the choices and integer bounds in the fields' metadata
+        value, meta, flag = getattr(cfg, f.name), f.metadata, flag_of(f.name)
+        if value is None:
+            continue
+        if "choices" in meta:
+            need(value in meta["choices"], flag,
+                 f"unknown {f.name.replace('_', ' ')} {value!r}; choose from {', '.join(meta['choices'])}")
+        if "min" in meta:
+            low, high = meta["min"], meta.get("max")
+            need(low <= value and (high is None or value <= high), flag,
+                 f"must be >= {low}, got {value}" if high is None else f"must be in [{low}, {high}], got {value}")
+    n = cfg.num_generators()
+    need(cfg.model == "psgan" or n == 1, "--generators", f"{cfg.model} trains one generator; only psgan takes N > 1")
+    if cfg.stage_epochs is not None:
+        se = tuple(cfg.stage_epochs)
+        need(len(se) == 3, "--stage-epochs", f"needs 3 values (7x7, 14x14, 28x28 stages), got {len(se)}")
+        need(all(e >= 0 for e in se), "--stage-epochs", f"values must be >= 0, got {se}")
+        need(sum(se) == cfg.epochs, "--stage-epochs",
+             f"sums to {sum(se)} but --epochs is {cfg.epochs}")
+        need(se[-1] >= 1, "--stage-epochs", "the final stage needs at least one epoch")
+    problem = alpha_problem(cfg.alpha)
+    need(problem is None, "--alpha", problem)
+    need(cfg.lr is None or (cfg.lr > 0 and math.isfinite(cfg.lr)), "--lr", f"must be > 0, got {cfg.lr}")
+    if cfg.betas is not None:
+        need(len(cfg.betas) == 2 and all(0.0 <= b < 1.0 for b in cfg.betas), "--betas",
+             f"needs two values in [0, 1), got {cfg.betas}")
+    _validate_psgan_knobs(cfg, need)
+    need(cfg.device != "cuda" or _cuda_available(), "--device", "cuda requested but no CUDA device is available")
+    return dataclasses.replace(cfg, generators=n)
+
+
+def _validate_psgan_knobs(cfg: TrainConfig, need) -> None:
+    """PS-GAN's update-rule knobs (None: the --loss spec's own value)."""
+    need(cfg.d_gate is None or (math.isfinite(cfg.d_gate) and 0.0 <= cfg.d_gate <= 1.0), "--d-gate",
+         f"must be in [0, 1], got {cfg.d_gate}")
+    need(get_spec(cfg.loss).gated or (cfg.d_gate is None and cfg.g_gate is None),
+         "--d-gate" if cfg.d_gate is not None else "--g-gate",
+         f"the gates apply to the group-softmax losses (ps-soft, rps, ...), not to --loss {cfg.loss}")
+    for flag, v in (("--r1", cfg.r1), ("--r2", cfg.r2)):
+        need(v is None or (math.isfinite(v) and v >= 0.0), flag, f"must be a number >= 0, got {v}")
+
+
+def _cuda_available() -> bool:
+    import torch  # only here: the rest of this module (and the CLI parser) needs no torch
+
+    return torch.cuda.is_available()

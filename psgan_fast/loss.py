@@ -1,8 +1,9 @@
 """PS-GAN's loss update (paper §3.4, Algorithm 2) for N generators, its
 variants, and a non-saturating BCE loss for ablation (`--loss bce`).
 
-`LOSSES` registers each update rule as a `LossSpec`: the loss function and
-its default knobs (gates, R1/R2, update order, D architecture, skip stage
+`LOSSES` (defined in the torch-free `psgan_fast.registry`, re-exported
+here) registers each update rule as a `LossSpec`: the name of its loss
+function in this module and its default knobs (gates, R1/R2, update order, D architecture, skip stage
 networks). "ps" is Algorithm 2 read literally (below); "ps-soft" lets D
 learn from the groups it got right too; "rps" drops both gates (the N+1-way
 relativistic softmax); "rps-r1r2-skips" is the recommended default
@@ -61,13 +62,14 @@ would need a device sync to read the mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 
-from psgan_fast.config import UPDATES  # noqa: F401  (re-exported: the update orders)
+# The registry of update rules lives in the torch-free psgan_fast.registry
+# (each spec names its function here); re-exported for the loss's users.
+from psgan_fast.registry import LOSSES, LossSpec, get_spec  # noqa: F401
 
 
 @dataclass
@@ -209,60 +211,6 @@ def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
         out = disc(x)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """One registered PS-GAN update rule and its default knobs (each knob
-    can be overridden from the config; None there means "the spec's")."""
-
-    fn: object            # logits [N+1, B], **knobs -> LossOutput
-    d_gate: float = 0.0   # lambda: D's weight on groups it got right
-    g_gate: bool = True   # generator k skips groups where D picked its fake
-    r1: float = 0.0       # gamma of the R1 penalty (real images)
-    r2: float = 0.0       # gamma of the R2 penalty (fakes)
-    update: str = "simultaneous"  # or "alternating": D steps, then G against the new D
-    d_arch: str = "paper"  # psgan_fast.stages.D_ARCHS
-    skips: bool = False    # stage networks with an image output/input at every level (stages.py)
-    summary: str = ""
-
-    @property
-    def gated(self) -> bool:
-        """Do the gate knobs (d_gate, g_gate) apply? Only to the specs built
-        on `group_loss`; `ps` is the paper's rule as written."""
-        return self.fn is group_loss
-
-    def loss_fn(self, d_gate: Optional[float] = None, g_gate: Optional[bool] = None):
-        """The loss as a function of the logits alone, knobs bound."""
-        if self.gated:
-            return partial(group_loss, d_gate=self.d_gate if d_gate is None else d_gate,
-                           g_gate=self.g_gate if g_gate is None else g_gate)
-        if d_gate is not None or g_gate is not None:
-            raise ValueError("the gates (d_gate, g_gate) apply only to the group-softmax losses")
-        return self.fn
-
-
-LOSSES = {
-    "ps": LossSpec(ps_loss, summary="the paper's Algorithm 2, literally: D learns only where it was "
-                   "wrong, generator k only where D did not pick its fake; one simultaneous update"),
-    "bce": LossSpec(bce_loss, g_gate=False, summary="non-saturating BCE, averaged generators (ablation)"),
-    "ps-soft": LossSpec(group_loss, d_gate=1.0, summary="Algorithm 2 with D also learning from the "
-                        "groups it got right (weight d_gate); generators gated as in the paper"),
-    "rps": LossSpec(group_loss, d_gate=1.0, g_gate=False, summary="the ungated N+1-way relativistic "
-                    "softmax (RpGAN at N = 1)"),
-    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md has the
-    # ablation that chose it): rps, R1 + R2 as R3GAN regularises RpGAN, and
-    # skip stage networks so that a stage switch continues instead of restarting.
-    "rps-r1r2-skips": LossSpec(group_loss, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True,
-                               summary="rps + R1/R2 (gamma 0.1, lazy) + skip stage networks (recommended)"),
-}
-
-
-def get_spec(name: str) -> LossSpec:
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}") from None
 
 
 def get_loss(name: str):

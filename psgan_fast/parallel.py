@@ -62,9 +62,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from psgan_fast.registry import PARALLEL_MODES as MODES
+
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "fused", "streams", "sequential")
 _notified: set[str] = set()
 
 

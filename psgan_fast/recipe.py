@@ -22,10 +22,13 @@ from __future__ import annotations
 import abc
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from psgan_fast.config import TrainConfig
 
 
 @dataclass
@@ -121,24 +124,87 @@ class Recipe(abc.ABC):
         """Extra JSON-able state (counters, fade-in alpha, stage index)."""
         return {}
 
-    @torch.no_grad()
     def eval_images(self, g: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """``g(*args, **kwargs)`` in eval mode (its mode restored after),
-        under bf16 autocast when the recipe trains in bf16 (``self.autocast``
-        on ``self.device``): float images clamped to [-1, 1], contiguous.
-        The building block of `generate` for every recipe."""
-        flag = g.training
-        g.eval()
-        try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                return g(*args, **kwargs).float().clamp_(-1, 1).contiguous()
-        finally:
-            g.train(flag)
+        """`eval_images` with this recipe's device and precision
+        (``self.device``, ``self.autocast``): the building block of
+        `generate` for every recipe."""
+        return eval_images(g, *args, device=self.device, autocast=self.autocast, **kwargs)
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore what `state()` returned. Called after `begin_epoch` has
         rebuilt the networks for the checkpoint's epoch and before the
         module and optimiser tensors are loaded."""
+
+    @classmethod
+    def build_generators(cls, cfg: "TrainConfig", *, image_size: int, channels: int, steps_per_epoch: int,
+                         device: torch.device, epoch: int, state: dict[str, Any], **kwargs: Any) -> "GeneratorSet":
+        """Only the generators this recipe would hold after `begin_epoch(epoch)`
+        and `load_state(state)` on a fresh recipe built with these arguments
+        (`kwargs`: the registry's constructor arguments), in the same form
+        and layout, with nothing of D or the optimisers: for sampling from a
+        checkpoint (`psgan_fast.api.load_generators`, which loads the
+        checkpoint's generator weights into the set's `modules()`)."""
+        raise NotImplementedError(f"{cls.__name__} cannot build its generators alone")
+
+
+def place(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """`module` on `device`, channels_last (NHWC) if asked, in train mode."""
+    memory = torch.channels_last if channels_last else torch.preserve_format
+    return module.to(device, memory_format=memory).train()
+
+
+@torch.no_grad()
+def eval_images(g: nn.Module, *args: Any, device: torch.device, autocast: bool, **kwargs: Any) -> torch.Tensor:
+    """``g(*args, **kwargs)`` in eval mode (its mode restored after), under
+    bf16 autocast on `device` when `autocast` (a recipe that trains in
+    bf16): float images clamped to [-1, 1], contiguous."""
+    flag = g.training
+    g.eval()
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            return g(*args, **kwargs).float().clamp_(-1, 1).contiguous()
+    finally:
+        g.train(flag)
+
+
+class GeneratorSet:
+    """The generators of a recipe without its discriminator or optimisers,
+    enough to sample: what a recipe's ``build_generators`` classmethod
+    returns for a checkpoint (the caller loads the generators' weights into
+    `modules()`). It answers like the recipe it stands for - `generate_one`,
+    `generate`, `modules`, `latent_dim`, `resolution()`, `num_generators` -
+    so `psgan_fast.trained_generator.TrainedGenerator` wraps either.
+
+    `args` / `kwargs`: what the recipe passes each generator after z at its
+    checkpoint's state (ProGAN: the phase and the fade-in alpha)."""
+
+    def __init__(self, generators: list[nn.Module], *, latent_dim: int, resolution: int, device: torch.device,
+                 autocast: bool, args: tuple = (), kwargs: dict[str, Any] | None = None) -> None:
+        self.generators = list(generators)
+        self.latent_dim = latent_dim
+        self._resolution = resolution
+        self.device = torch.device(device)
+        self.autocast = autocast
+        self._args, self._kwargs = tuple(args), dict(kwargs or {})
+
+    @property
+    def num_generators(self) -> int:
+        return len(self.generators)
+
+    def resolution(self) -> int:
+        return self._resolution
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {f"G{k}": g for k, g in enumerate(self.generators)}
+
+    @torch.no_grad()
+    def generate_one(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        return eval_images(self.generators[k], z.to(self.device), *self._args, device=self.device,
+                           autocast=self.autocast, **self._kwargs)
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor) -> list[torch.Tensor]:
+        return [self.generate_one(z, k) for k in range(self.num_generators)]
 
 
 @contextlib.contextmanager

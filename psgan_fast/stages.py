@@ -63,14 +63,14 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import torch
 from torch import nn
 
-from psgan_fast.config import D_ARCHS
+from psgan_fast.models import defaults_of
+from psgan_fast.registry import D_ARCHS
 
 if TYPE_CHECKING:
     from psgan_fast.loss import GradRoute
 
-LATENT_DIM = 128
-WIDTH = 64
-MIN_WIDTH = 16
+_DEFAULTS = defaults_of("psgan")  # network sizes: the model's row of psgan_fast.models.RECIPES
+LATENT_DIM, WIDTH, MIN_WIDTH = _DEFAULTS.latent_dim, _DEFAULTS.width, _DEFAULTS.min_width
 NUM_STAGES = 3
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+import typing
+from typing import Any, Mapping, Optional, Sequence
 
-from psgan_fast.config import D_ARCHS, DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, UPDATES, TrainConfig
+from psgan_fast.config import MAX_SEED, TrainConfig, cli_fields, flag_of, plain_type  # noqa: F401 (MAX_SEED: evaluate's)
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -53,12 +54,6 @@ def _int_at_least(low: int, high: Optional[int] = None):
     return parse
 
 
-MAX_SEED = 2**63 - 1
-_positive_int = _int_at_least(1)
-_nonneg_int = _int_at_least(0)
-_seed = _int_at_least(0, MAX_SEED)
-
-
 def _float(text: str) -> float:
     try:
         return float(text)
@@ -79,58 +74,51 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _parse_kind(hint: Any, meta: Mapping[str, Any]):
+    """The argparse `type` of a field's annotation (None for str)."""
+    base = plain_type(hint)
+    if base is int:
+        return _int_at_least(meta["min"], meta.get("max"))
+    if base is float:
+        return _float
+    if base == tuple[int, ...]:
+        return _int_list
+    if base == tuple[float, float]:
+        return _betas
+    if base is str:
+        return None
+    raise TypeError(f"no CLI parser for a field of type {hint}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainConfig()
+    """The CLI: one flag per TrainConfig field that has help text in its
+    metadata (`psgan_fast.config`), in field order, with the field's
+    default; the flag's kind follows the field's type."""
     p = argparse.ArgumentParser(
         prog="python -m psgan_fast.train",
         description="Train PS-GAN (N parallel generators, stepwise stages) or a baseline.",
         formatter_class=_HelpFormatter,
     )
-    a = p.add_argument
-    a("--model", choices=MODELS, default=d.model, help="training method")
-    a("--generators", type=_positive_int, default=None, help="number of parallel generators N (psgan; default 2)")
-    a("--epochs", type=_positive_int, default=d.epochs, help="total epochs over all stages")
-    a("--stage-epochs", type=_int_list, default=None,
-      help="epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: 20%%/30%%/50%% of --epochs)")
-    a("--alpha", type=_float, default=d.alpha, help="Algorithm 1 mixing weight at stage switches")
-    a("--batch-size", type=_positive_int, default=d.batch_size, help="images per batch (the paper: 64)")
-    a("--lr", type=_float, default=None, help="learning rate (default: the model's published value)")
-    a("--betas", type=_betas, default=None, help="Adam betas, e.g. 0.5,0.999 (default: the model's)")
-    a("--loss", choices=LOSSES, default=d.loss,
-      help=f"PS-GAN's update rule (default {d.loss}, the recommended one; ps: the paper's Algorithm 2 read "
-           "literally; the others are ablation variants, see psgan_fast.loss.LOSSES)")
-    a("--d-gate", type=_float, default=None, help="lambda: D's weight on the groups it got right (default: the loss's)")
-    a("--g-gate", action=argparse.BooleanOptionalAction, default=None,
-      help="generator k skips the groups where D picked its fake (default: the loss's)")
-    a("--r1", type=_float, default=None, help="gamma of the R1 penalty on real images (default: the loss's)")
-    a("--r2", type=_float, default=None, help="gamma of the R2 penalty on fakes (default: the loss's)")
-    a("--reg-every", type=_positive_int, default=d.reg_every, help="R1/R2 every K steps (lazy), weighted by K")
-    a("--update", choices=UPDATES, default=None, help="simultaneous (the paper's) or alternating D/G steps "
-      "(default: the loss's)")
-    a("--d-arch", choices=D_ARCHS, default=None, help="PS-GAN's discriminator (default: the loss's)")
-    a("--skips", action=argparse.BooleanOptionalAction, default=None,
-      help="skip stage networks: an image output/input at every level (default: the loss's)")
-    a("--parallel", choices=PARALLEL, default=d.parallel, help="how the N generators run")
-    a("--precision", choices=PRECISIONS, default=d.precision, help="bf16 autocast or plain fp32")
-    a("--compile", action=argparse.BooleanOptionalAction, default=None,
-      help="torch.compile the networks (default: on for CUDA, off for CPU)")
-    a("--device", choices=DEVICES, default=d.device, help="auto: CUDA when available, else the CPU")
-    a("--seed", type=_seed, default=d.seed, help="seeds the networks, the noise and the data order")
-    a("--dataset", default=d.dataset, help="mnist, fashion-mnist, or a folder with an IDX image/label pair")
-    a("--data-dir", default=None, help="folder holding the data set's files")
-    a("--out", default=None, help="run directory (default: runs/<model>-g<N>-<time>)")
-    a("--resume", default=None, metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    a("--overwrite", action="store_true", help="replace the run already in --out (refused otherwise)")
-    a("--max-steps", type=_positive_int, default=None, help="stop after this many steps in total")
-    a("--limit-batches", type=_positive_int, default=None, help="batches per epoch (smoke runs)")
-    a("--sample-every", type=_nonneg_int, default=d.sample_every, help="epochs between sample grids (0: off)")
-    a("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every, help="epochs between checkpoints")
-    a("--checkpoint-steps", type=_nonneg_int, default=d.checkpoint_steps,
-      help="also checkpoint every K steps inside an epoch (0: off)")
-    a("--log-every", type=_positive_int, default=d.log_every, help="steps between metrics.jsonl lines")
-    a("--eval-every", type=_nonneg_int, default=d.eval_every, help="epochs between FID/IS evaluations (0: off)")
-    a("--deterministic", action="store_true", help="torch deterministic algorithms (exact resume on CPU)")
-    a("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in cli_fields():
+        meta, hint = f.metadata, hints[f.name]
+        kw: dict[str, Any] = {"help": meta["help"]}
+        if hint is bool:  # a switch: store_true (default False) or --no-x (default True)
+            kw["action"] = "store_false" if f.default else "store_true"
+            if f.default:
+                kw["dest"] = f.name
+        elif hint == Optional[bool]:
+            kw.update(action=argparse.BooleanOptionalAction, default=f.default)
+        elif "choices" in meta:
+            kw.update(default=f.default, choices=meta["choices"])
+        else:
+            kw["default"] = f.default
+            parse = _parse_kind(hint, meta)
+            if parse is not None:
+                kw["type"] = parse
+        if "metavar" in meta:
+            kw["metavar"] = meta["metavar"]
+        p.add_argument(flag_of(f.name), **kw)
     return p
 
 
@@ -153,7 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     from psgan_fast.checkpoint import CheckpointError
-    from psgan_fast.trainer import ConfigError, Trainer, TrainingDiverged
+    from psgan_fast.config import ConfigError
+    from psgan_fast.trainer import Trainer, TrainingDiverged
 
     try:
         trainer = Trainer(cfg, given=given_fields(argv))

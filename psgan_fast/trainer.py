@@ -11,16 +11,11 @@ construction and `begin_epoch`) runs under `torch.random.fork_rng` with a
 seed derived from (seed, epoch), so it never advances the training RNG
 stream: a resumed run rebuilds the networks of the checkpoint's epoch,
 loads the saved tensors and RNG state, and continues bit for bit (on the
-CPU in deterministic mode; tested with a real SIGKILL).
+CPU in deterministic mode; tested with a real SIGKILL). `psgan_fast.seeding`
+derives those seeds.
 
-The run directory. A run holds an exclusive lock on its directory for its
-life (`fsutil.DirLock`; the kernel drops it when the process dies). A fresh
-run refuses a directory that already holds files unless `overwrite`; a
-resume continues from the checkpoint `checkpoint.find` picks (LATEST's if
-intact, else the newest intact one, with a warning) or refuses without
-touching anything. Settings that define the run are fixed on a resume;
-epochs and the logging/checkpoint/eval cadence may change, and each start
-and resume is recorded in config.json's "history".
+The run directory (locking it, what a resume may change, config.json) is
+`psgan_fast.rundir`'s; settings are checked by `psgan_fast.config.validate`.
 
 Host syncs. `recipe.step` returns device tensors; the loop adds them to
 device accumulators and reads them only every `log_every` steps (and at
@@ -30,14 +25,11 @@ checkpoint is ever written after a non-finite loss.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import platform
-import shutil
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Optional, Sequence
@@ -46,40 +38,17 @@ import torch
 
 from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast import distributed as dist_mod
-from psgan_fast.config import DEVICES, LOSSES, MODELS, PARALLEL, PRECISIONS, TrainConfig
+from psgan_fast import rundir
+from psgan_fast.config import ConfigError, TrainConfig, validate
 from psgan_fast.data import BatchStream, find_dataset, to_float
-from psgan_fast.fsutil import DirLock, LockHeld, read_jsonl
+from psgan_fast.fsutil import DirLock, read_jsonl
 from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
 from psgan_fast.plots import save_loss_plot, save_sample_grids
 from psgan_fast.recipe import Recipe, StepOutput
-from psgan_fast.train import MAX_SEED
+from psgan_fast.seeding import derived_seed, forked
 
 SAMPLE_COUNT = 64
-# Fields a resumed run may change when given (recorded in config.json's
-# history); RELOCATABLE ones say where the run continues, not what it
-# computes. Any other field given with a value other than the run's is
-# refused. PER_INVOCATION fields always come from the current call (a
-# --max-steps limit stops one invocation, it is not part of the run).
-RESUME_OVERRIDABLE = ("epochs", "sample_every", "checkpoint_every", "checkpoint_steps", "log_every",
-                      "eval_every")
-RELOCATABLE = ("device", "compile", "data_dir")
-PER_INVOCATION = ("max_steps", "progress", "overwrite")
-# What a run writes into its directory (what --overwrite removes).
-RUN_FILES = ("config.json", "metrics.jsonl", "losses.png", "samples", "checkpoints")
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; `flag` names the CLI flag responsible."""
-
-    def __init__(self, flag: str, message: str) -> None:
-        super().__init__(f"{flag}: {message}")
-        self.flag = flag
-
-
-def flag_of(field_name: str) -> str:
-    """The CLI flag of a TrainConfig field."""
-    return {"progress": "--no-progress", "extra": "extra"}.get(field_name, "--" + field_name.replace("_", "-"))
 
 
 class TrainingDiverged(RuntimeError):
@@ -107,152 +76,10 @@ class Callback:
         """After each epoch, with its averaged metrics record."""
 
 
-_KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a JSON-ish value fits a TrainConfig annotation (no bool for
-    int or float, lists accepted for tuples)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if origin is typing.Union:
-        return any(_conforms(value, a) for a in args)
-    if hint is int:
-        return type(value) is int
-    if hint is float:
-        return type(value) in (int, float)
-    if hint in (bool, str):
-        return type(value) is hint
-    if origin is tuple:
-        if not isinstance(value, (tuple, list)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_conforms(v, a) for v, a in zip(value, args))
-    if origin is dict or hint is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    return True
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union:
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        return "a list of " + (_describe(args[0]).split(" ", 1)[1] + "s" if args[-1] is Ellipsis
-                               else f"{len(args)} values")
-    return _KINDS.get(hint, "an object")
-
-
-def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check every setting; return the config with `generators` resolved."""
-    def need(cond: bool, flag: str, msg: str) -> None:
-        if not cond:
-            raise ConfigError(flag, msg)
-
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        value = getattr(cfg, name)
-        need(_conforms(value, hint), flag_of(name),
-             f"must be {_describe(hint)}, got {value!r} ({type(value).__name__})")
-    need(cfg.model in MODELS, "--model", f"unknown model {cfg.model!r}; choose from {', '.join(MODELS)}")
-    n = cfg.num_generators()
-    need(isinstance(n, int) and n >= 1, "--generators", f"must be >= 1, got {n}")
-    need(cfg.model == "psgan" or n == 1, "--generators", f"{cfg.model} trains one generator; only psgan takes N > 1")
-    need(cfg.epochs >= 1, "--epochs", f"must be >= 1, got {cfg.epochs}")
-    if cfg.stage_epochs is not None:
-        se = tuple(cfg.stage_epochs)
-        need(len(se) == 3, "--stage-epochs", f"needs 3 values (7x7, 14x14, 28x28 stages), got {len(se)}")
-        need(all(e >= 0 for e in se), "--stage-epochs", f"values must be >= 0, got {se}")
-        need(sum(se) == cfg.epochs, "--stage-epochs",
-             f"sums to {sum(se)} but --epochs is {cfg.epochs}")
-        need(se[-1] >= 1, "--stage-epochs", "the final stage needs at least one epoch")
-    need(0.0 <= cfg.alpha <= 1.0, "--alpha", f"must be in [0, 1], got {cfg.alpha}")
-    need(cfg.batch_size >= 2, "--batch-size", f"must be >= 2, got {cfg.batch_size}")
-    need(cfg.lr is None or (cfg.lr > 0 and math.isfinite(cfg.lr)), "--lr", f"must be > 0, got {cfg.lr}")
-    if cfg.betas is not None:
-        need(len(cfg.betas) == 2 and all(0.0 <= b < 1.0 for b in cfg.betas), "--betas",
-             f"needs two values in [0, 1), got {cfg.betas}")
-    need(cfg.loss in LOSSES, "--loss", f"choose from {', '.join(LOSSES)}")
-    _validate_psgan_knobs(cfg, need)
-    need(cfg.parallel in PARALLEL, "--parallel", f"choose from {', '.join(PARALLEL)}")
-    need(cfg.precision in PRECISIONS, "--precision", f"choose from {', '.join(PRECISIONS)}")
-    need(cfg.device in DEVICES, "--device", f"choose from {', '.join(DEVICES)}")
-    need(cfg.device != "cuda" or torch.cuda.is_available(), "--device", "cuda requested but no CUDA device is available")
-    need(cfg.max_steps is None or cfg.max_steps >= 1, "--max-steps", f"must be >= 1, got {cfg.max_steps}")
-    need(cfg.limit_batches is None or cfg.limit_batches >= 1, "--limit-batches",
-         f"must be >= 1, got {cfg.limit_batches}")
-    for flag, v in (("--sample-every", cfg.sample_every), ("--checkpoint-every", cfg.checkpoint_every),
-                    ("--checkpoint-steps", cfg.checkpoint_steps), ("--eval-every", cfg.eval_every)):
-        need(v >= 0, flag, f"must be >= 0, got {v}")
-    need(cfg.log_every >= 1, "--log-every", f"must be >= 1, got {cfg.log_every}")
-    need(0 <= cfg.seed <= MAX_SEED, "--seed", f"must be in [0, 2**63 - 1], got {cfg.seed}")
-    return dataclasses.replace(cfg, generators=n)
-
-
-def _validate_psgan_knobs(cfg: TrainConfig, need) -> None:
-    """PS-GAN's update-rule knobs (None: the --loss spec's own value)."""
-    from psgan_fast.config import D_ARCHS, UPDATES
-    from psgan_fast.loss import get_spec
-
-    need(cfg.d_gate is None or (math.isfinite(cfg.d_gate) and 0.0 <= cfg.d_gate <= 1.0), "--d-gate",
-         f"must be in [0, 1], got {cfg.d_gate}")
-    grouped = get_spec(cfg.loss).gated if cfg.loss in LOSSES else True
-    need(grouped or (cfg.d_gate is None and cfg.g_gate is None), "--d-gate" if cfg.d_gate is not None else "--g-gate",
-         f"the gates apply to the group-softmax losses (ps-soft, rps, ...), not to --loss {cfg.loss}")
-    for flag, v in (("--r1", cfg.r1), ("--r2", cfg.r2)):
-        need(v is None or (math.isfinite(v) and v >= 0.0), flag, f"must be a number >= 0, got {v}")
-    need(cfg.reg_every >= 1, "--reg-every", f"must be >= 1, got {cfg.reg_every}")
-    need(cfg.update is None or cfg.update in UPDATES, "--update", f"choose from {', '.join(UPDATES)}")
-    need(cfg.d_arch is None or cfg.d_arch in D_ARCHS, "--d-arch", f"choose from {', '.join(D_ARCHS)}")
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _derived_seed(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
-
-
-def _forked(seed: int, device: torch.device):
-    devices = [device.index or 0] if device.type == "cuda" else []
-    ctx = torch.random.fork_rng(devices=devices)
-
-    class _Ctx:
-        def __enter__(self):
-            ctx.__enter__()
-            torch.manual_seed(seed)
-
-        def __exit__(self, *exc):
-            return ctx.__exit__(*exc)
-
-    return _Ctx()
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-
-    from psgan_fast import __version__
-
-    v = {"psgan_fast": __version__, "python": platform.python_version(), "torch": torch.__version__,
-         "numpy": numpy.__version__, "platform": platform.platform()}
-    try:
-        import triton
-
-        v["triton"] = triton.__version__
-    except Exception:  # noqa: BLE001 - triton is optional
-        pass
-    return v
-
-
-def _default_run_dir(cfg: TrainConfig) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.model}-g{cfg.num_generators()}-{stamp}"
 
 
 class Trainer:
@@ -269,7 +96,7 @@ class Trainer:
         self._history: list[dict] = []
         self._changes: dict[str, list] = {}
         if resume_dir is not None:
-            cfg = self._merge_resume(cfg, resume_dir, given)
+            cfg, self._history, self._changes = rundir.merge_resume(cfg, resume_dir, given)
         self.cfg = validate(cfg)
         self.dist = dist_mod.setup(self.cfg.device)
         self.device = dist_mod.device_for(self.dist, resolve_device(self.cfg.device))
@@ -279,7 +106,7 @@ class Trainer:
                                               f"{ws} ranks; choose a multiple of {ws}")
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        run_dir = resume_dir or Path(self.cfg.out or _default_run_dir(self.cfg))
+        run_dir = resume_dir or Path(self.cfg.out or rundir.default_run_dir(self.cfg))
         if self.dist.enabled:  # every rank must agree on rank 0's (time-stamped) default
             holder = [str(run_dir)]
             torch.distributed.broadcast_object_list(holder, src=0)
@@ -299,7 +126,7 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ConfigError("--batch-size", f"{self.cfg.batch_size} is larger than the data set")
         torch.manual_seed(self.cfg.seed)
-        with _forked(_derived_seed(self.cfg.seed, -1), self.device):
+        with forked(derived_seed(self.cfg.seed, -1), self.device):
             self.recipe = build_recipe(self.cfg, image_size=h, channels=c, steps_per_epoch=self.steps_per_epoch,
                                        device=self.device)
         self.recipe.shard = (self.dist.rank, ws)
@@ -315,7 +142,10 @@ class Trainer:
         failure: Optional[BaseException] = None
         if self.is_main:
             try:
-                self._claim_run_dir()
+                self._lock, self.resume_ckpt, notes = rundir.claim(
+                    self.run_dir, self.cfg, steps_per_epoch=self.steps_per_epoch,
+                    epochs_changed="epochs" in self._changes)
+                self._notes += notes
             except Exception as e:  # noqa: BLE001 - re-raised below, after telling the other ranks
                 failure = e
         if self.dist.enabled:  # rank 0 picked the checkpoint (and holds the lock)
@@ -329,126 +159,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
 
-    def _merge_resume(self, cfg: TrainConfig, run_dir: Path, given: Optional[Collection[str]]) -> TrainConfig:
-        """The run's saved config with what may change on a resume applied;
-        refuses (naming them) given settings that cannot change."""
-        try:
-            doc = json.loads((run_dir / "config.json").read_text())
-            saved = validate(TrainConfig.from_json(doc["config"]))
-        except FileNotFoundError:
-            raise ConfigError("--resume", f"{run_dir} has no config.json; not a psgan_fast run directory") from None
-        except OSError as e:
-            raise ConfigError("--resume", f"cannot read {run_dir}/config.json: {e.strerror or e}") from None
-        except ConfigError as e:
-            raise ConfigError("--resume", f"{run_dir}/config.json has a bad setting: {e}") from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise ConfigError("--resume", f"{run_dir}/config.json is not a psgan_fast config: {e}") from None
-        self._history = [h for h in doc.get("history", []) if isinstance(h, dict)] if isinstance(doc, dict) else []
-        if saved.stage_epochs is None:  # freeze the split the run started with
-            saved = dataclasses.replace(saved, stage_epochs=saved.resolved_stage_epochs())
-        defaults = TrainConfig()
-        if given is None:
-            given = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(defaults, f.name)]
-        given = set(given) - {"resume"}
-        if cfg.out is not None and "out" in given and Path(cfg.out).resolve() != run_dir.resolve():
-            raise ConfigError("--out", f"a resumed run stays in its directory {run_dir}; drop --out "
-                                       "(or start a new run with --out alone)")
-        stages_before = list(saved.stage_epochs)
-        if "epochs" in given and cfg.epochs != saved.epochs:
-            extra = cfg.epochs - saved.epochs  # more (or fewer) epochs go to the final stage
-            se = list(saved.stage_epochs)
-            if se[-1] + extra < 1:
-                raise ConfigError("--epochs", f"{cfg.epochs} leaves no epoch for the final stage "
-                                              f"(stages {tuple(saved.stage_epochs)})")
-            se[-1] += extra
-            saved = dataclasses.replace(saved, stage_epochs=tuple(se))
-        mine, theirs = cfg.to_json(), saved.to_json()
-        free = RESUME_OVERRIDABLE + RELOCATABLE + PER_INVOCATION + ("out", "resume")
-        fixed = sorted(k for k in given if k not in free and mine[k] != theirs[k])
-        if fixed:
-            was = ", ".join(f"{k}={theirs[k]!r}" for k in fixed)
-            raise ConfigError(", ".join(flag_of(k) for k in fixed),
-                              f"cannot change when resuming {run_dir} (it was trained with {was}); "
-                              f"these settings are fixed for a run's life: start a new run with --out to change them")
-        changes = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE + RELOCATABLE if k in given}
-        self._changes = {k: [theirs[k], mine[k]] for k in changes if mine[k] != theirs[k]}
-        if theirs["stage_epochs"] != stages_before:
-            self._changes["stage_epochs"] = [stages_before, theirs["stage_epochs"]]
-        changes.update({k: getattr(cfg, k) for k in PER_INVOCATION})
-        return dataclasses.replace(saved, resume=str(run_dir), out=str(run_dir), **changes)
-
-    def _claim_run_dir(self) -> None:
-        """Lock the run directory for this run's life. A fresh run refuses a
-        directory that already holds files (unless --overwrite); a resume
-        picks its checkpoint (falling back past a lost LATEST or a damaged
-        checkpoint) or refuses, having changed nothing. Then the leftovers of
-        killed runs are removed."""
-        run_dir, resuming = self.run_dir, self.cfg.resume is not None
-        flag = "--resume" if resuming else "--out"
-        if run_dir.exists() and not run_dir.is_dir():
-            raise ConfigError(flag, f"{run_dir} is a file, not a directory")
-        if not resuming:
-            self._refuse_occupied()
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self._lock = DirLock(run_dir)
-        except LockHeld:
-            raise
-        except OSError as e:
-            raise ConfigError(flag, f"cannot use {run_dir} as the run directory: {e.strerror or e}") from None
-        try:
-            if self._lock.stale:
-                self._notes.append(f"took over the lock of {self._lock.stale}, which is no longer running")
-            if resuming:
-                self.resume_ckpt = self._pick_checkpoint()
-            else:
-                self._refuse_occupied()
-                if self.cfg.overwrite:
-                    for name in RUN_FILES:
-                        p = run_dir / name
-                        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            ckpt_mod.clean_temporaries(run_dir)
-        except BaseException:
-            self.release()
-            raise
-
-    def _refuse_occupied(self) -> None:
-        try:
-            entries = sorted(p.name for p in self.run_dir.iterdir() if p.name != DirLock.NAME)
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            raise ConfigError("--out", f"cannot use {self.run_dir} as the run directory: {e.strerror or e}") from None
-        if entries and not self.cfg.overwrite:
-            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise ConfigError("--out", f"{self.run_dir} is not empty ({shown}); continue that run with --resume "
-                                       f"{self.run_dir}, replace it with --overwrite, or choose another --out")
-
-    def _pick_checkpoint(self) -> Path:
-        found, notes = ckpt_mod.find(self.run_dir)
-        if found is None:
-            why = "; ".join(notes) if notes else "it has no checkpoint"
-            raise ckpt_mod.CheckpointError(
-                f"{self.run_dir}: no complete checkpoint to resume from ({why}); nothing was changed. "
-                f"To start it over: --out {self.run_dir} --overwrite")
-        self._notes += [f"{n}; resuming from {found.name}" for n in notes]
-        doc = ckpt_mod.read_state(found)
-        if doc.get("model") != self.cfg.model or doc.get("generators") != self.cfg.generators:
-            raise ckpt_mod.CheckpointError(
-                f"{found}: written by model {doc.get('model')!r} with {doc.get('generators')} generator(s), "
-                f"this run is {self.cfg.model!r} with {self.cfg.generators}")
-        epoch, batch = doc["epoch"], doc["batch"]
-        if batch > self.steps_per_epoch:
-            raise ckpt_mod.CheckpointError(f"{found}: batch {batch} is beyond the run's {self.steps_per_epoch} "
-                                           "batches per epoch")
-        if epoch >= self.cfg.epochs:
-            if "epochs" not in self._changes:
-                raise ckpt_mod.CheckpointError(f"{found}: epoch {epoch} is beyond the run's {self.cfg.epochs} epochs")
-            done = epoch + (batch >= self.steps_per_epoch)
-            raise ConfigError("--epochs", f"{self.cfg.epochs} is fewer than the {done} epoch(s) the run has "
-                                          f"already trained ({found.name})")
-        return found
-
     def release(self) -> None:
         """Give up the run directory's lock (`run` does at its end)."""
         if self._lock is not None:
@@ -456,32 +166,23 @@ class Trainer:
             self._lock = None
 
     def _write_config(self) -> None:
-        event = {"event": "resume" if self.cfg.resume else "start", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "step": self.step}
-        if self._changes:
-            event["changes"] = self._changes  # field: [before, after]
-        doc = {
-            "config": self.cfg.to_json(),
-            "resolved": {
-                "device": str(self.device),
-                "compile": self.compile,
-                "stage_epochs": list(self.cfg.resolved_stage_epochs()),
-                "steps_per_epoch": self.steps_per_epoch,
-                "image_size": self.image_size,
-                "channels": self.channels,
-                "num_items": self.stream.num_items,
-                "latent_dim": self.recipe.latent_dim,
-                "torch_threads": torch.get_num_threads(),
-            },
-            "world_size": self.dist.world_size,
-            "versions": _versions(),
-            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or "cpu",
-            "history": [*self._history, event],
+        resolved = {
+            "device": str(self.device),
+            "compile": self.compile,
+            "stage_epochs": list(self.cfg.resolved_stage_epochs()),
+            "steps_per_epoch": self.steps_per_epoch,
+            "image_size": self.image_size,
+            "channels": self.channels,
+            "num_items": self.stream.num_items,
+            "latent_dim": self.recipe.latent_dim,
+            "torch_threads": torch.get_num_threads(),
         }
-        ckpt_mod.atomic_write_text(self.run_dir / "config.json", json.dumps(doc, indent=1))
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or "cpu"
+        rundir.write_config(self.run_dir, self.cfg, resolved=resolved, world_size=self.dist.world_size,
+                            device=device, history=self._history, changes=self._changes, step=self.step)
 
     def _begin_epoch(self, epoch: int) -> list[str]:
-        with _forked(_derived_seed(self.cfg.seed, epoch), self.device):
+        with forked(derived_seed(self.cfg.seed, epoch), self.device):
             msgs = self.recipe.begin_epoch(epoch)
         if self.dist.enabled:
             for m in self.recipe.modules().values():
@@ -544,7 +245,7 @@ class Trainer:
 
     def _restore(self) -> tuple[int, int, dict]:
         ck = self.resume_ckpt
-        doc = ckpt_mod.read_state(ck)  # checked by _pick_checkpoint
+        doc = ckpt_mod.read_state(ck)  # checked by rundir.pick_checkpoint
         epoch, batch = doc["epoch"], doc["batch"]
         self._begin_epoch(epoch)
         try:
@@ -633,7 +334,7 @@ class Trainer:
         """--eval-every: FID/IS with mnist-lenet on a small sample, logged
         with the wall-clock time so FID-vs-time curves exist for every run.
         Images of earlier stages are upsampled to the data resolution."""
-        from psgan_fast.api import TrainedGenerator
+        from psgan_fast.trained_generator import TrainedGenerator
         from psgan_fast.metrics import evaluate_for_training
 
         size = self.image_size
@@ -659,7 +360,7 @@ class Trainer:
             images, source = default_real_images(self.cfg.dataset, "train", self.cfg.data_dir)
             self._eval_real = real_reference(images, source=source, device=self.device)
         with torch.random.fork_rng(devices=[]):
-            res = evaluate_for_training(gens, int(self.cfg.extra.get("eval_samples", 2000)), real=self._eval_real,
+            res = evaluate_for_training(gens, self.cfg.eval_samples, real=self._eval_real,
                                         seed=self.cfg.seed, device=self.device)
         res.update({"kind": "eval", "epoch": epoch, "step": self.step, "train_seconds": self.train_seconds,
                     "wall_seconds": time.perf_counter() - self._t_start})

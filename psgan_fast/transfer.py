@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Mapping, Union
+from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -56,6 +56,20 @@ class TransferReport:
         return out
 
 
+def alpha_problem(alpha: float) -> Optional[str]:
+    """Why `alpha` cannot be Algorithm 1's mixing weight (None if it can:
+    0 <= alpha <= 1). The one statement of the rule: `check_alpha`, the
+    Triton `mix_weights` and the config's `--alpha` check all use it."""
+    return None if 0.0 <= alpha <= 1.0 else f"must be in [0, 1], got {alpha}"
+
+
+def check_alpha(alpha: float) -> None:
+    """ValueError unless `alpha` is a valid mixing weight (`alpha_problem`)."""
+    problem = alpha_problem(alpha)
+    if problem is not None:
+        raise ValueError(f"alpha {problem}")
+
+
 def _mixable(t: torch.Tensor) -> bool:
     return t.is_floating_point() or t.is_complex()
 
@@ -65,8 +79,7 @@ def mix_state_dicts(old_sd: StateDict, new_sd: StateDict,
     """Algorithm 1 on plain dicts: returns (mixed state dict with exactly
     new_sd's names, in new_sd's order, dtypes and devices; report). Inputs
     are not modified."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_alpha(alpha)
     report = TransferReport(alpha=float(alpha))
     mixed: dict[str, torch.Tensor] = {}
     for name, new in new_sd.items():

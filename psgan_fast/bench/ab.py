@@ -1,4 +1,4 @@
-"""Interleaved A/B of training-step time between `cfg.extra` variants.
+"""Interleaved A/B of training-step time between model-option variants.
 
     python -m psgan_fast.bench.ab ROWS [--precision fp32,bf16] [--stages 2]
         [--steps 10] [--threads 1] --variant '{"d_backward": "two-pass"}' --variant '{}'
@@ -11,11 +11,16 @@ other processes hits every variant alike. Prints the median wall and CPU
 (process) time per step and each variant's ratio to the first. With one
 torch thread the CPU time excludes the time other processes took the core,
 so it is the steadier figure on a shared machine.
+
+A variant is a JSON object of `psgan_fast.config.ModelOptions` fields (the
+keys of the old untyped `cfg.extra` dict, e.g. d_backward); a model ignores
+the fields it does not have, as before.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -24,6 +29,7 @@ from typing import Optional, Sequence
 import torch
 
 from psgan_fast.bench.cpu_runtime import configure_cpu
+from psgan_fast.config import ModelOptions
 from psgan_fast.bench.timing import STAGES, load_average, make_recipe
 
 
@@ -35,8 +41,8 @@ def run(rows: Sequence[str], precisions: Sequence[str], stages: Sequence[int], v
     for stage in stages:
         for name in rows:
             for prec in precisions:
-                for vi, extra in enumerate(variants):
-                    r = make_recipe(name, 10 ** 6, precision=prec, extra=extra)
+                for vi, options in enumerate(variants):  # make_recipe takes them as the old `extra` dict
+                    r = make_recipe(name, 10 ** 6, precision=prec, extra=options)
                     for epoch in range(stage + 1):
                         r.begin_epoch(epoch)
                     if name == "progan":
@@ -63,9 +69,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-malloc-tuning", action="store_true")
-    p.add_argument("--variant", action="append", default=[], help="cfg.extra as JSON; give two or more")
+    p.add_argument("--variant", action="append", default=[], help="model options as JSON; give two or more")
     a = p.parse_args(argv)
     variants = [json.loads(v) for v in a.variant] or [{}]
+    known = [f.name for f in dataclasses.fields(ModelOptions)]
+    for v in variants:
+        if not isinstance(v, dict) or set(v) - set(known):
+            p.error(f"--variant: a JSON object of model options ({', '.join(known)}), got {json.dumps(v)}")
     rows, precs = a.rows.split(","), a.precision.split(",")
     stages = [int(s) for s in a.stages.split(",")]
     rt = configure_cpu(a.threads, malloc=not a.no_malloc_tuning)

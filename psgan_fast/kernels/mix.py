@@ -189,8 +189,7 @@ def mix_weights(old: Union[nn.Module, StateDict], new: Union[nn.Module, MutableM
     :class:`psgan_fast.transfer.TransferReport`, whose lines are also logged.
     The parameter objects of ``new`` stay the same.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    _transfer.check_alpha(alpha)
     old_sd = old.state_dict() if isinstance(old, nn.Module) else old
     new_sd = new.state_dict() if isinstance(new, nn.Module) else new
     tensors = list(new_sd.values())

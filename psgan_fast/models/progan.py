@@ -56,8 +56,9 @@ the gradient penalty's forward runs eagerly (`set_stance("force_eager")`):
 aot_autograd cannot differentiate a compiled graph twice. Checked on the CPU:
 compiled and eager steps agree through all three phases.
 
-Options from ``cfg.extra``: "width" (64), "latent_dim" (128),
-"mbstd_group" (4), "channels_last" (default on, CPU and CUDA).
+Options from ``cfg.options`` (``psgan_fast.config.ModelOptions``): width,
+latent_dim and channels_last (defaults: the model's row of
+``psgan_fast.models.RECIPES``), mbstd_group (default ``MBSTD_GROUP``).
 """
 
 from __future__ import annotations
@@ -70,22 +71,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from psgan_fast.config import TrainConfig
-from psgan_fast.recipe import SinglePairRecipe, StepOutput
+from psgan_fast.models import defaults_of, net_settings
+from psgan_fast.recipe import GeneratorSet, SinglePairRecipe, StepOutput, place
 
-DEFAULT_LR = 1e-3
-DEFAULT_BETAS = (0.0, 0.99)
 ADAM_EPS = 1e-8
 GP_LAMBDA = 10.0
 EPS_DRIFT = 1e-3
-LATENT_DIM = 128
-WIDTH = 64
-MIN_WIDTH = 16
+# Network sizes, lr and betas: the model's row of psgan_fast.models.RECIPES.
+# (channels_last, on by default there, measured interleaved on the CPU too - 1
+# thread, load 5.5, CPU ms per 28x28 step after the fade, median of 8: fp32
+# 630.6 -> 568.8, bf16 418.3 -> 345.3.)
+_DEFAULTS = defaults_of("progan")
+LATENT_DIM, WIDTH, MIN_WIDTH = _DEFAULTS.latent_dim, _DEFAULTS.width, _DEFAULTS.min_width
 LEAK = 0.2
-MBSTD_GROUP = 4
+MBSTD_GROUP = 4  # ModelOptions.mbstd_group's default
 NUM_PHASES = 3
-# channels_last on the CPU too: measured interleaved (1 thread, load 5.5, CPU ms per
-# 28x28 step after the fade, median of 8): fp32 630.6 -> 568.8, bf16 418.3 -> 345.3.
-_CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,6 +298,49 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
 # Recipe
 # ----------------------------------------------------------------------------------------------
 
+class _Phases:
+    """ProGAN's phase schedule for a config (the recipe's, and its
+    `build_generators`'): phase k lasts ``phase_epochs[k]`` epochs of
+    `steps_per_epoch` steps; phases with 0 epochs are skipped."""
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self.phase_epochs = tuple(int(e) for e in cfg.resolved_stage_epochs(NUM_PHASES))
+        if len(self.phase_epochs) != NUM_PHASES or any(e < 0 for e in self.phase_epochs) \
+                or not any(self.phase_epochs):
+            raise ValueError(f"ProGAN needs {NUM_PHASES} phase lengths with some epochs, "
+                             f"got {self.phase_epochs}")
+        self.active = [k for k, e in enumerate(self.phase_epochs) if e > 0]
+        self.starts = {k: sum(self.phase_epochs[:k]) for k in self.active}
+
+    def phase_for_epoch(self, epoch: int) -> int:
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        return [k for k in self.active if self.starts[k] <= epoch][-1]
+
+    def start(self, epoch: int) -> tuple[int, int]:
+        """(phase, steps into it) at the start of `epoch`."""
+        phase = self.phase_for_epoch(epoch)
+        return phase, (epoch - self.starts[phase]) * self.steps_per_epoch
+
+    def checked(self, phase: int) -> int:
+        """A phase read from a checkpoint, which must have epochs."""
+        if phase not in self.active:
+            raise ValueError(f"checkpoint phase {phase} has no epochs in {self.phase_epochs}")
+        return phase
+
+    def fade_steps(self, phase: int) -> float:
+        """Steps of phase's fade-in (0 for the first active phase: no fade)."""
+        if phase == self.active[0]:
+            return 0.0
+        return self.phase_epochs[phase] * self.steps_per_epoch / 2
+
+    def alpha(self, phase: int, step_in_phase: int) -> float:
+        """The fade-in alpha of the step `step_in_phase` steps into `phase`."""
+        fade = self.fade_steps(phase)
+        return 1.0 if fade <= 0 else min(1.0, step_in_phase / fade)
+
+
 class ProGANRecipe(SinglePairRecipe):
     name = "progan"
 
@@ -309,57 +352,52 @@ class ProGANRecipe(SinglePairRecipe):
         self.device = torch.device(device)
         self.image_size, self.channels = image_size, channels
         self.resolutions = phase_resolutions(image_size)
-        self.steps_per_epoch = max(1, int(steps_per_epoch))
-        self.phase_epochs = tuple(int(e) for e in cfg.resolved_stage_epochs(NUM_PHASES))
-        if len(self.phase_epochs) != NUM_PHASES or any(e < 0 for e in self.phase_epochs) \
-                or not any(self.phase_epochs):
-            raise ValueError(f"ProGAN needs {NUM_PHASES} phase lengths with some epochs, "
-                             f"got {self.phase_epochs}")
-        self._active = [k for k, e in enumerate(self.phase_epochs) if e > 0]
-        self._starts = {k: sum(self.phase_epochs[:k]) for k in self._active}
-        self._latent = int(cfg.extra.get("latent_dim", LATENT_DIM))
-        width = int(cfg.extra.get("width", WIDTH))
-        self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
-        self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
+        self.phases = _Phases(cfg, steps_per_epoch)
+        s = net_settings(cfg, self.device.type)
+        self._latent = s.latent_dim
+        self.lr, self.betas = s.lr, s.betas
         self.autocast = cfg.precision == "bf16"
-        self.channels_last = bool(cfg.extra.get(
-            "channels_last", _CHANNELS_LAST_DEFAULT.get(self.device.type, False)))
-        mbstd_group = int(cfg.extra.get("mbstd_group", MBSTD_GROUP))
+        self.channels_last = s.channels_last
+        mbstd_group = cfg.options.mbstd_group if cfg.options.mbstd_group is not None else MBSTD_GROUP
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            G = Generator(image_size, channels, self._latent, width)
-            D = Discriminator(image_size, channels, width, mbstd_group)
-        memory = torch.channels_last if self.channels_last else torch.preserve_format
-        self.G = G.to(self.device, memory_format=memory).train()
-        self.D = D.to(self.device, memory_format=memory).train()
+            G = Generator(image_size, channels, self._latent, s.width)
+            D = Discriminator(image_size, channels, s.width, mbstd_group)
+        self.G = place(G, self.device, self.channels_last)
+        self.D = place(D, self.device, self.channels_last)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=self.betas,
                                       eps=ADAM_EPS)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr, betas=self.betas,
                                       eps=ADAM_EPS)
         self._alpha_t = torch.ones((), device=self.device)
-        self._phase = self._active[0]
+        self._phase = self.phases.active[0]
         self._step_in_phase = 0
         self._steps = 0
 
+    @classmethod
+    def build_generators(cls, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
+                         device: torch.device, epoch: int, state: dict[str, Any], **kwargs: Any) -> GeneratorSet:
+        device = torch.device(device)
+        s = net_settings(cfg, device.type)
+        phases = _Phases(cfg, steps_per_epoch)
+        phase, step_in_phase = phases.start(epoch)       # what begin_epoch(epoch) sets,
+        if "phase" in state:                             # then load_state(state)
+            phase = phases.checked(int(state["phase"]))
+        alpha = phases.alpha(phase, int(state.get("step_in_phase", step_in_phase)))
+        with torch.random.fork_rng(devices=[]):  # as the recipe builds G, before D
+            torch.manual_seed(cfg.seed)
+            G = Generator(image_size, channels, s.latent_dim, s.width)
+        return GeneratorSet([place(G, device, s.channels_last)], latent_dim=s.latent_dim,
+                            resolution=phase_resolutions(image_size)[phase], device=device,
+                            autocast=cfg.precision == "bf16",
+                            args=(phase, torch.ones((), device=device).fill_(alpha)), kwargs={"fade": alpha < 1.0})
+
     # -- schedule ----------------------------------------------------------
-    def phase_for_epoch(self, epoch: int) -> int:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        return [k for k in self._active if self._starts[k] <= epoch][-1]
-
-    def fade_steps(self, phase: Optional[int] = None) -> float:
-        """Steps of phase's fade-in (0 for the first active phase: no fade)."""
-        phase = self._phase if phase is None else phase
-        if phase == self._active[0]:
-            return 0.0
-        return self.phase_epochs[phase] * self.steps_per_epoch / 2
-
     @property
     def alpha(self) -> float:
         """The fade-in alpha the next step uses."""
-        fade = self.fade_steps()
-        return 1.0 if fade <= 0 else min(1.0, self._step_in_phase / fade)
+        return self.phases.alpha(self._phase, self._step_in_phase)
 
     def _reset_optimizers(self) -> None:
         for opt in (self.opt_g, self.opt_d):
@@ -377,7 +415,7 @@ class ProGANRecipe(SinglePairRecipe):
         return self._phase
 
     def begin_epoch(self, epoch: int) -> list[str]:
-        phase = self.phase_for_epoch(epoch)
+        phase, step_in_phase = self.phases.start(epoch)
         fresh = self._steps == 0 and self._step_in_phase == 0
         if phase == self._phase and not fresh:
             return []
@@ -385,13 +423,13 @@ class ProGANRecipe(SinglePairRecipe):
         self._phase = phase
         # On a fresh recipe resuming mid-phase this puts alpha where the run had
         # it; load_state then restores the exact counter.
-        self._step_in_phase = (epoch - self._starts[phase]) * self.steps_per_epoch
+        self._step_in_phase = step_in_phase
         if changed:
             self._reset_optimizers()
         r = self.resolution()
-        fade = self.fade_steps()
+        fade = self.phases.fade_steps(phase)
         how = f"fade-in over {fade:g} steps" if fade else "no fade-in"
-        return [f"progan phase {phase}: {r}x{r}, {self.phase_epochs[phase]} epoch(s), {how}, "
+        return [f"progan phase {phase}: {r}x{r}, {self.phases.phase_epochs[phase]} epoch(s), {how}, "
                 f"alpha {self.alpha:.3f}"]
 
     def _prepare_real(self, real: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -457,9 +495,6 @@ class ProGANRecipe(SinglePairRecipe):
 
     def load_state(self, state: dict[str, Any]) -> None:
         if "phase" in state:
-            phase = int(state["phase"])
-            if phase not in self._active:
-                raise ValueError(f"checkpoint phase {phase} has no epochs in {self.phase_epochs}")
-            self._phase = phase
+            self._phase = self.phases.checked(int(state["phase"]))
         self._step_in_phase = int(state.get("step_in_phase", self._step_in_phase))
         self._steps = int(state.get("steps", self._steps))

@@ -25,7 +25,7 @@ One training step::
              and through ONE backward pass of D (loss.GradRoute: D scores each
              image alone, so the two gradients differ only by a scalar per
              image; measured 5-18% faster steps than two restricted backward
-             passes, which remain as cfg.extra["d_backward"] = "two-pass" and
+             passes, which remain as cfg.options.d_backward = "two-pass" and
              are used under torch.compile); then every optimiser steps.
 
 Network initialisation draws from a private, seeded copy of the CPU RNG
@@ -57,16 +57,17 @@ Command: ``PYTHONPATH=. python -m psgan_fast.models.psgan --threads 1``.
 `cfg.compile` is the trainer's business: it compiles `modules()` in place
 (``nn.Module.compile``), which this recipe's calls then go through.
 
-Options read from `cfg.extra` (tests and experiments): "width" (feature
-width at the lowest resolution, default 64), "latent_dim" (default 128),
-"channels_last" (default: see `_CHANNELS_LAST_DEFAULT`), "d_backward"
-("routed" or "two-pass"; default routed, two-pass when compiling).
+Options read from `cfg.options` (`psgan_fast.config.ModelOptions`; tests
+and experiments): width, latent_dim and channels_last (defaults: the
+model's row of `psgan_fast.models.RECIPES`), d_backward ("routed" or
+"two-pass"; default routed, two-pass when compiling).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
@@ -75,20 +76,66 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels.mix import mix_weights  # Algorithm 1 (Triton on CUDA, else psgan_fast.transfer)
-from psgan_fast.loss import UPDATES, GradRoute, LossOutput, get_spec, gradient_penalty, routed_backward
+from psgan_fast.loss import GradRoute, LossOutput, get_spec, gradient_penalty, routed_backward
+from psgan_fast.models import net_settings
 from psgan_fast.parallel import ParallelGenerators
-from psgan_fast.recipe import Recipe, StepOutput, frozen
-from psgan_fast.stages import (LATENT_DIM, WIDTH, Discriminator, Generator, StageSchedule,
-                               stage_resolutions)
+from psgan_fast.recipe import GeneratorSet, Recipe, StepOutput, frozen, place
+from psgan_fast.registry import UPDATES
+from psgan_fast.stages import Discriminator, Generator, StageSchedule, stage_resolutions
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LR = 2e-4
-DEFAULT_BETAS = (0.5, 0.999)
-# channels_last (NHWC) measured 15-25% faster training steps on the 2-core
-# CPU (oneDNN), fp32 and bf16 alike; on CUDA it is cuDNN's preferred layout
-# for bf16 tensor cores (not measured here: no GPU on the build machine).
-_CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
+D_BACKWARDS = ("routed", "two-pass")  # ModelOptions.d_backward
+
+
+@dataclass(frozen=True)
+class _StageNets:
+    """How PS-GAN builds the networks of a stage, resolved from a config (the
+    recipe's and `build_generators`' one rule): network `net` is generator
+    `net` for net < n and the discriminator for net = n."""
+
+    seed: int
+    n: int
+    resolutions: list[int]
+    latent_dim: int
+    channels: int
+    width: int
+    skips: bool
+    d_arch: str
+    device: torch.device
+    channels_last: bool
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, image_size: int, channels: int, device: torch.device) -> "_StageNets":
+        n = cfg.num_generators()
+        if n < 1:
+            raise ValueError(f"PS-GAN needs at least one generator, got {n}")
+        device = torch.device(device)
+        s = net_settings(cfg, device.type)
+        spec = get_spec(cfg.loss)  # a knob the config sets overrides the spec's own value
+        return cls(seed=cfg.seed, n=n, resolutions=stage_resolutions(image_size), latent_dim=s.latent_dim,
+                   channels=channels, width=s.width, skips=bool(spec.skips if cfg.skips is None else cfg.skips),
+                   d_arch=spec.d_arch if cfg.d_arch is None else cfg.d_arch, device=device,
+                   channels_last=s.channels_last)
+
+    def init_seed(self, stage: int, net: int) -> int:
+        return (self.seed * 1_000_003 + stage * 1_009 + net) % (2 ** 63)
+
+    def make(self, stage: int, net: int) -> nn.Module:
+        """Network `net` of `stage`, initialised from a private seeded RNG
+        (the global stream is untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.init_seed(stage, net))
+            if net < self.n:
+                m = Generator(stage, self.resolutions, latent_dim=self.latent_dim,
+                              channels=self.channels, width=self.width, skips=self.skips)
+            else:
+                m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width,
+                                  arch=self.d_arch, skips=self.skips)
+        return place(m, self.device, self.channels_last)
+
+    def schedule(self, cfg: TrainConfig) -> StageSchedule:
+        return StageSchedule(cfg.resolved_stage_epochs(len(self.resolutions)))
 
 
 class PSGANRecipe(Recipe):
@@ -96,24 +143,18 @@ class PSGANRecipe(Recipe):
 
     def __init__(self, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
                  device: torch.device) -> None:
-        n = cfg.generators if cfg.generators is not None else 2  # the paper's main model
-        if n < 1:
-            raise ValueError(f"PS-GAN needs at least one generator, got {n}")
         self.cfg = cfg
-        self.device = torch.device(device)
+        self.nets = nets = _StageNets.of(cfg, image_size, channels, device)
+        self.device = nets.device
         self.image_size, self.channels = image_size, channels
-        self.steps_per_epoch = steps_per_epoch
-        self.n = n
-        self.width = int(cfg.extra.get("width", WIDTH))
-        self._latent = int(cfg.extra.get("latent_dim", LATENT_DIM))
-        self.channels_last = bool(cfg.extra.get("channels_last",
-                                                _CHANNELS_LAST_DEFAULT.get(self.device.type, False)))
-        self.resolutions = stage_resolutions(image_size)
-        self.schedule = StageSchedule(cfg.resolved_stage_epochs(len(self.resolutions)))
-        self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
-        self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
-        # The update rule: a registered spec (psgan_fast.loss.LOSSES) with any
-        # knob the config sets explicitly overriding the spec's own value.
+        self.n, self.width, self._latent = nets.n, nets.width, nets.latent_dim
+        self.channels_last = nets.channels_last
+        self.resolutions = nets.resolutions
+        self.schedule = nets.schedule(cfg)
+        s = net_settings(cfg, self.device.type)
+        self.lr, self.betas = s.lr, s.betas
+        # The update rule: a registered spec (psgan_fast.registry.LOSSES) with
+        # any knob the config sets explicitly overriding the spec's own value.
         spec = get_spec(cfg.loss)
         self.spec = spec
         self.loss_fn = spec.loss_fn(cfg.d_gate, cfg.g_gate)
@@ -121,8 +162,7 @@ class PSGANRecipe(Recipe):
         self.r2 = float(spec.r2 if cfg.r2 is None else cfg.r2)
         self.reg_every = int(cfg.reg_every)
         self.update = spec.update if cfg.update is None else cfg.update
-        self.d_arch = spec.d_arch if cfg.d_arch is None else cfg.d_arch
-        self.skips = bool(spec.skips if cfg.skips is None else cfg.skips)
+        self.d_arch, self.skips = nets.d_arch, nets.skips
         if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1:
             raise ValueError(f"r1 and r2 must be >= 0 and reg_every >= 1, got r1={self.r1}, r2={self.r2}, "
                              f"reg_every={self.reg_every}")
@@ -135,8 +175,10 @@ class PSGANRecipe(Recipe):
         # torch.compile (the trainer compiles D in place) the two-pass form is
         # used, as the routed layers carry Python state into the backward.
         compiling = cfg.compile if cfg.compile is not None else self.device.type == "cuda"
-        mode = str(cfg.extra.get("d_backward", "two-pass" if compiling else "routed"))
-        if mode not in ("routed", "two-pass"):
+        mode = cfg.options.d_backward
+        if mode is None:
+            mode = "two-pass" if compiling else "routed"
+        if mode not in D_BACKWARDS:
             raise ValueError(f"d_backward must be 'routed' or 'two-pass', got {mode!r}")
         self.routed = mode == "routed" and self.update == "simultaneous"
 
@@ -145,6 +187,16 @@ class PSGANRecipe(Recipe):
         self._switch_due = False   # load_state restored a stage the schedule has left
         self._stage = -1
         self._build(self.schedule.stage_for_epoch(0))
+
+    @classmethod
+    def build_generators(cls, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
+                         device: torch.device, epoch: int, state: dict[str, Any], **kwargs: Any) -> GeneratorSet:
+        nets = _StageNets.of(cfg, image_size, channels, device)
+        # What begin_epoch(epoch) then load_state(state) leave: the state's stage, else the epoch's.
+        stage = int(state.get("stage", nets.schedule(cfg).stage_for_epoch(epoch)))
+        return GeneratorSet([nets.make(stage, k) for k in range(nets.n)], latent_dim=nets.latent_dim,
+                            resolution=nets.resolutions[stage], device=nets.device,
+                            autocast=cfg.precision == "bf16")
 
     # -- the contract ------------------------------------------------------
     @property
@@ -291,24 +343,9 @@ class PSGANRecipe(Recipe):
                             and stage < self.schedule.stage_for_epoch(self._epoch))
 
     # -- building stages ---------------------------------------------------
-    def _init_seed(self, stage: int, net: int) -> int:
-        return (self.cfg.seed * 1_000_003 + stage * 1_009 + net) % (2 ** 63)
-
     def _make(self, stage: int, net: int) -> nn.Module:
-        """Network `net` (0..N-1 generators, N the discriminator) of `stage`,
-        initialised from a private seeded RNG (the global stream is untouched)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(self._init_seed(stage, net))
-            if net < self.n:
-                m = Generator(stage, self.resolutions, latent_dim=self._latent,
-                              channels=self.channels, width=self.width, skips=self.skips)
-            else:
-                m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width,
-                                  arch=self.d_arch, skips=self.skips)
-        m = m.to(self.device)
-        if self.channels_last:
-            m = m.to(memory_format=torch.channels_last)
-        return m.train()
+        """Network `net` (0..N-1 generators, N the discriminator) of `stage`."""
+        return self.nets.make(stage, net)
 
     def _build(self, stage: int, transfer: bool = False) -> list[str]:
         gens = [self._make(stage, i) for i in range(self.n)]

@@ -23,8 +23,9 @@ not network sizes::
 
 Loss and optimiser (the paper's setting "C" with the hinge loss, its best
 standard-CNN result): D minimises ``E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]``,
-G minimises ``-E[D(G(z))]``; Adam lr 2e-4, betas (0.5, 0.999), n_dis = 1.
-``cfg.lr`` / ``cfg.betas`` override the optimiser; ``cfg.extra["sngan_loss"]
+G minimises ``-E[D(G(z))]``; Adam lr 2e-4, betas (0.5, 0.999), n_dis = 1
+(the model's defaults, its row of ``psgan_fast.models.RECIPES``).
+``cfg.lr`` / ``cfg.betas`` override the optimiser; ``cfg.options.sngan_loss
 = "bce"`` selects the non-saturating loss the paper also reports.
 
 One step: z ~ N(0, I) from the global RNG (``Recipe.noise``); ONE G
@@ -33,9 +34,10 @@ BatchNorm in D, so batching the two changes nothing); then G updated through D(f
 (no weight gradients wasted on D). With spectral norm each D forward in
 training mode runs one power iteration, so a step runs two.
 
-Other options from ``cfg.extra``: "width" (64), "latent_dim" (128),
-"sn_impl" ("auto", "triton" or "ref"), "channels_last" (default: on, CPU
-and CUDA, as for PS-GAN). Networks are initialised from a
+Other options from ``cfg.options`` (``psgan_fast.config.ModelOptions``):
+width, latent_dim and channels_last (defaults: the model's row of
+``psgan_fast.models.RECIPES``, as for PS-GAN), sn_impl ("auto", "triton" or
+"ref"; default ``SN_IMPL``). Networks are initialised from a
 private RNG seeded by ``cfg.seed`` (the global stream that z comes from is
 not moved), with PyTorch's default initialisers.
 """
@@ -50,18 +52,17 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels import spectral_norm as apply_spectral_norm
-from psgan_fast.recipe import SinglePairRecipe, StepOutput
+from psgan_fast.models import defaults_of, net_settings
+from psgan_fast.recipe import GeneratorSet, SinglePairRecipe, StepOutput, place
 
-DEFAULT_LR = 2e-4
-DEFAULT_BETAS = (0.5, 0.999)
-LATENT_DIM = 128
-WIDTH = 64
-MIN_WIDTH = 16
+# Network sizes: the model's row of psgan_fast.models.RECIPES. (channels_last,
+# on by default there, measured interleaved on the CPU too - 1 thread, load
+# 5.5, CPU ms per 28x28 step, median of 8: fp32 152.3 -> 136.6, bf16 87.9 -> 87.6.)
+_DEFAULTS = defaults_of("sngan")
+LATENT_DIM, WIDTH, MIN_WIDTH = _DEFAULTS.latent_dim, _DEFAULTS.width, _DEFAULTS.min_width
 LEAK = 0.1
-LOSSES = ("hinge", "bce")
-# channels_last on the CPU too: measured interleaved (1 thread, load 5.5, CPU ms per
-# 28x28 step, median of 8): sngan fp32 152.3 -> 136.6, bf16 87.9 -> 87.6.
-_CHANNELS_LAST_DEFAULT = {"cpu": True, "cuda": True}
+LOSSES = ("hinge", "bce")  # ModelOptions.sngan_loss; the first is the default
+SN_IMPL = "auto"           # ModelOptions.sn_impl's default (psgan_fast.kernels.spectral_norm)
 
 
 def _widths(width: int) -> list[int]:
@@ -119,7 +120,7 @@ class Discriminator(nn.Module):
         return self.fc(x.flatten(1)).squeeze(1)
 
 
-def add_spectral_norm(module: nn.Module, impl: str = "auto") -> nn.Module:
+def add_spectral_norm(module: nn.Module, impl: str = SN_IMPL) -> nn.Module:
     """Spectral norm on every Linear and Conv layer of `module` (in place)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
@@ -140,33 +141,41 @@ class SNGANRecipe(SinglePairRecipe):
         self.name = "sngan" if spectral_norm else "sngan-nosn"
         self.device = torch.device(device)
         self.image_size, self.channels = image_size, channels
-        self.steps_per_epoch = steps_per_epoch
         self.spectral_norm = spectral_norm
-        self._latent = int(cfg.extra.get("latent_dim", LATENT_DIM))
-        width = int(cfg.extra.get("width", WIDTH))
-        self.sn_impl = str(cfg.extra.get("sn_impl", "auto"))
-        self.loss = str(cfg.extra.get("sngan_loss", "hinge"))
+        s = net_settings(cfg, self.device.type)
+        self._latent = s.latent_dim
+        o = cfg.options
+        self.sn_impl = o.sn_impl if o.sn_impl is not None else SN_IMPL
+        self.loss = o.sngan_loss if o.sngan_loss is not None else LOSSES[0]
         if self.loss not in LOSSES:
             raise ValueError(f"sngan_loss must be one of {LOSSES}, got {self.loss!r}")
-        self.lr = cfg.lr if cfg.lr is not None else DEFAULT_LR
-        self.betas = tuple(cfg.betas) if cfg.betas is not None else DEFAULT_BETAS
+        self.lr, self.betas = s.lr, s.betas
         self.autocast = cfg.precision == "bf16"
-        self.channels_last = bool(cfg.extra.get(
-            "channels_last", _CHANNELS_LAST_DEFAULT.get(self.device.type, False)))
+        self.channels_last = s.channels_last
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            self.G = Generator(image_size, channels, self._latent, width)
-            self.D = Discriminator(image_size, channels, width)
+            G = Generator(image_size, channels, self._latent, s.width)
+            D = Discriminator(image_size, channels, s.width)
             if spectral_norm:  # u vectors drawn here, from the same private RNG
-                add_spectral_norm(self.D, self.sn_impl)
-        memory = torch.channels_last if self.channels_last else torch.preserve_format
-        self.G = self.G.to(self.device, memory_format=memory).train()
-        self.D = self.D.to(self.device, memory_format=memory).train()
+                add_spectral_norm(D, self.sn_impl)
+        self.G = place(G, self.device, self.channels_last)
+        self.D = place(D, self.device, self.channels_last)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.lr, betas=self.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.lr, betas=self.betas)
         self._steps = 0
         self._begun = False
+
+    @classmethod
+    def build_generators(cls, cfg: TrainConfig, *, image_size: int, channels: int, steps_per_epoch: int,
+                         device: torch.device, epoch: int, state: dict[str, Any], **kwargs: Any) -> GeneratorSet:
+        device = torch.device(device)
+        s = net_settings(cfg, device.type)
+        with torch.random.fork_rng(devices=[]):  # as the recipe builds G, before D
+            torch.manual_seed(cfg.seed)
+            G = Generator(image_size, channels, s.latent_dim, s.width)
+        return GeneratorSet([place(G, device, s.channels_last)], latent_dim=s.latent_dim, resolution=image_size,
+                            device=device, autocast=cfg.precision == "bf16")
 
     # -- the contract ------------------------------------------------------
     @property

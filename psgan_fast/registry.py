@@ -1,0 +1,87 @@
+"""PS-GAN's named choices, torch-free: the update rules (`--loss`) with
+their default knobs, and the choice lists of `--update`, `--d-arch` and
+`--parallel`.
+
+Each name is defined here and nowhere else. `psgan_fast.config` derives the
+CLI's choice lists from this module (and the model names from
+`psgan_fast.models.RECIPES`); the modules that implement the choices import
+them from here: `psgan_fast.loss` (the loss functions a spec names,
+re-exporting LOSSES and get_spec), `psgan_fast.stages` (D_ARCHS),
+`psgan_fast.parallel` (PARALLEL_MODES as its MODES). Nothing here imports
+torch, so `python -m psgan_fast.train --help` lists the choices without it;
+a spec names its loss function, which `LossSpec.loss_fn` looks up in
+`psgan_fast.loss` when a recipe asks for it (as `psgan_fast.models.RECIPES`
+names its recipe classes).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import partial
+from typing import Optional
+
+UPDATES = ("simultaneous", "alternating")  # D and G from one forward of D | D steps, then G against the new D
+D_ARCHS = ("paper", "deep")  # PS-GAN's discriminator (psgan_fast.stages.Discriminator)
+PARALLEL_MODES = ("auto", "fused", "streams", "sequential")  # how N generators run (psgan_fast.parallel)
+
+LOSS_MODULE = "psgan_fast.loss"
+GROUP_LOSS = "group_loss"  # the N+1-way softmax with soft gates; the specs built on it take the gate knobs
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """One registered PS-GAN update rule and its default knobs (each knob
+    can be overridden from the config; None there means "the spec's")."""
+
+    fn: str               # the loss function's name in psgan_fast.loss: logits [N+1, B], **knobs -> LossOutput
+    d_gate: float = 0.0   # lambda: D's weight on groups it got right
+    g_gate: bool = True   # generator k skips groups where D picked its fake
+    r1: float = 0.0       # gamma of the R1 penalty (real images)
+    r2: float = 0.0       # gamma of the R2 penalty (fakes)
+    update: str = UPDATES[0]  # or "alternating": D steps, then G against the new D
+    d_arch: str = D_ARCHS[0]  # D_ARCHS
+    skips: bool = False    # stage networks with an image output/input at every level (stages.py)
+    summary: str = ""
+
+    @property
+    def gated(self) -> bool:
+        """Do the gate knobs (d_gate, g_gate) apply? Only to the specs built
+        on `group_loss`; `ps` is the paper's rule as written."""
+        return self.fn == GROUP_LOSS
+
+    def function(self):
+        """The loss function this spec names (imports psgan_fast.loss)."""
+        return getattr(importlib.import_module(LOSS_MODULE), self.fn)
+
+    def loss_fn(self, d_gate: Optional[float] = None, g_gate: Optional[bool] = None):
+        """The loss as a function of the logits alone, knobs bound."""
+        if self.gated:
+            return partial(self.function(), d_gate=self.d_gate if d_gate is None else d_gate,
+                           g_gate=self.g_gate if g_gate is None else g_gate)
+        if d_gate is not None or g_gate is not None:
+            raise ValueError("the gates (d_gate, g_gate) apply only to the group-softmax losses")
+        return self.function()
+
+
+LOSSES = {
+    "ps": LossSpec("ps_loss", summary="the paper's Algorithm 2, literally: D learns only where it was "
+                   "wrong, generator k only where D did not pick its fake; one simultaneous update"),
+    "bce": LossSpec("bce_loss", g_gate=False, summary="non-saturating BCE, averaged generators (ablation)"),
+    "ps-soft": LossSpec(GROUP_LOSS, d_gate=1.0, summary="Algorithm 2 with D also learning from the "
+                        "groups it got right (weight d_gate); generators gated as in the paper"),
+    "rps": LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, summary="the ungated N+1-way relativistic "
+                    "softmax (RpGAN at N = 1)"),
+    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md has the
+    # ablation that chose it): rps, R1 + R2 as R3GAN regularises RpGAN, and
+    # skip stage networks so that a stage switch continues instead of restarting.
+    "rps-r1r2-skips": LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True,
+                               summary="rps + R1/R2 (gamma 0.1, lazy) + skip stage networks (recommended)"),
+}
+
+
+def get_spec(name: str) -> LossSpec:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}") from None

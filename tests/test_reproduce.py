@@ -263,3 +263,130 @@ def test_seed_rows_and_jobs_plan_only_the_asked_runs():
     # Two jobs: about twice the work fits the same budget.
     kw = dict(budget_seconds=3600, spent_seconds=0, seeds=1, full_batches=937, eval_samples=500, final_samples=500)
     assert rp.choose_schedule(cal, jobs=2, **kw)["limit_batches"] > 1.5 * rp.choose_schedule(cal, **kw)["limit_batches"]
+
+
+# --------------------------------------------------------------------------
+# D's share per epoch and the recommended PS-GAN's targets (made-up runs)
+
+
+def _fake_plan(seeds=(0, 1), epochs=3, stage_epochs=(1, 1, 1)) -> rp.Plan:
+    return rp.Plan(version=rp.PLAN_VERSION, created="", command="python -m psgan_fast.reproduce",
+                   flags=rp.Flags(budget_minutes=5.0), budget_minutes=5.0, smoke=False, seeds=list(seeds),
+                   seed_rows=None, rows=list(rp.ROW_IDS), device="cpu", device_name="cpu", cpu_count=2,
+                   torch_threads=1, data_dir=None, feature_extractor="mnist-lenet", extractor_at_plan=None,
+                   schedule=rp.Schedule(epochs=epochs, stage_epochs=list(stage_epochs), limit_batches=4,
+                                        full_epoch=False), calibration=None, prediction=None)
+
+
+def _write_log(run_dir: Path, epochs: list[list[tuple[int, float]]], unfinished=(), case=True) -> None:
+    """metrics.jsonl of a run: per finished epoch its step windows (steps,
+    case_real) and an epoch record with their steps-weighted mean, as the
+    trainer writes them; then the windows of an unfinished epoch."""
+    run_dir.mkdir(parents=True)
+    recs, step = [{"kind": "message", "step": 0, "text": "stage 0"}], 0
+    for e, windows in enumerate(epochs + [list(unfinished)]):
+        for n, share in windows:
+            step += n
+            recs.append({"kind": "step", "epoch": e, "step": step, "steps": n, "d_loss": 1.0,
+                         **({"case_real": share} if case else {})})
+        if e < len(epochs):
+            mean = sum(n * s for n, s in windows) / sum(n for n, _ in windows)
+            recs.append({"kind": "epoch", "epoch": e, "step": step, "steps": sum(n for n, _ in windows),
+                         "d_loss": 1.0, "train_seconds": 1.0 + e, **({"case_real": mean} if case else {})})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+def test_d_picks_real_per_epoch_from_the_log(tmp_path):
+    out = tmp_path / "repro"
+    # windows of unequal size: the epoch's share is their steps-weighted mean, not their plain mean
+    _write_log(out / "runs" / "psgan-g2-s0", [[(3, 0.8), (1, 1.0)], [(2, 0.5), (2, 0.7)]], unfinished=[(1, 0.1)])
+    _write_log(out / "runs" / "sngan-s0", [[(4, 0.0)], [(4, 0.0)]], case=False)
+    shares = rp.d_picks_real_per_epoch(out / "runs" / "psgan-g2-s0")
+    assert shares == pytest.approx([0.85, 0.6])  # the unfinished epoch is left out
+    assert rp.d_right_share(out / "runs" / "psgan-g2-s0") == pytest.approx(0.6)
+    assert rp.d_picks_real_per_epoch(out / "runs" / "sngan-s0") == []
+    assert rp.d_right_share(out / "runs" / "sngan-s0") is None
+    assert rp.d_picks_real_per_epoch(out / "runs" / "missing") == []
+    # collect() carries the sequence and results.json writes it per run
+    plan = _fake_plan(seeds=[0])
+    table = rp.collect(out, plan)
+    g2 = table["psgan-g2"][0]
+    assert g2["status"] == "new" and g2["d_right_per_epoch"] == pytest.approx([0.85, 0.6])
+    assert g2["d_right"] == pytest.approx(0.6)
+    doc = rp.results_doc(plan, table, None, {})
+    run = doc["rows"]["psgan-g2"]["runs"][0]
+    assert run["d_picks_real_per_epoch"] == pytest.approx([0.85, 0.6]) and run["d_picks_real"] == pytest.approx(0.6)
+    assert doc["rows"]["sngan"]["runs"][0]["d_picks_real_per_epoch"] is None
+    json.dumps(doc)
+
+
+def _entry(seed, fid, d=None, n=1):
+    hist = [20] * 10
+    return {"seed": seed, "status": "complete", "steps": 12, "train_seconds": 10.0 + n, "d_right": d[-1] if d else None,
+            "d_right_per_epoch": d or [],
+            "eval": {"fid": fid, "is_mean": 5.0, "class_histogram": hist,
+                     "generators": [{"fid": fid, "class_histogram": hist}] * n}}
+
+
+def _fake_table(sngan=(2.37, 2.77), rec2=(1.47, 3.85), rec3=(1.95,)):
+    """Every row; FIDs of the committed 2026-12-02 report by default
+    (SNGAN 2.57 ± 0.28, recommended 2 gens 2.66 ± 1.68, 3 gens 1.95)."""
+    table = {r: [_entry(0, 10.0, n=rp.ROWS[r]["generators"])] for r in rp.ROW_IDS}
+    table["sngan"] = [_entry(s, f) for s, f in enumerate(sngan)]
+    table["psgan-g2"] = [_entry(0, 10.8, [0.96, 0.90, 0.84], n=2)]
+    table["psgan-rec-g2"] = [_entry(s, f, d, n=2) for s, (f, d) in
+                             enumerate(zip(rec2, ([0.8, 0.7], [0.6, 0.5, 0.4])))]
+    table["psgan-rec-g3"] = [_entry(s, f, [0.5, 0.3, 0.25], n=3) for s, f in enumerate(rec3)]
+    return table
+
+
+def _cells(section: list[str], row: str) -> list[str]:
+    line = next(l for l in section if l.startswith(f"| {rp.LABELS[row]} |"))
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
+def test_recommended_section_shows_d_per_epoch_beside_chance():
+    sec = rp.recommended_section(_fake_table(), _fake_plan())
+    header = next(l for l in sec if l.startswith("| model |"))
+    assert header.rstrip(" |").endswith("D picks the real image per epoch (chance)")
+    assert _cells(sec, "psgan-g2")[-1] == "96 → 90 → 84% (33%)"
+    assert _cells(sec, "psgan-rec-g2")[-1] == "70 → 60 → 40% (33%)"  # mean over the seeds that reached the epoch
+    assert _cells(sec, "psgan-rec-g3")[-1] == "50 → 30 → 25% (25%)"
+    assert _cells(sec, "sngan")[-1] == "—"
+    assert all(len(_cells(sec, r)) == len(header.split("|")) - 2 for r in ("sngan",) + rp.REC_ROW_IDS)
+    note = next(l for l in sec if l.startswith("*D picks the real image*"))
+    assert "(mean over seeds)" in note and "1/(N+1)" in note
+    assert "epoch 1 at 7 px, epoch 2 at 14 px and epoch 3 at 28 px" in note and "left out" not in note
+    # a long run: the first and last epochs, the middle left out
+    table = _fake_table()
+    table["psgan-g1"] = [_entry(0, 18.0, [i / 100 for i in range(1, 13)])]
+    sec = rp.recommended_section(table, _fake_plan(seeds=[0], epochs=12, stage_epochs=(2, 4, 6)))
+    assert _cells(sec, "psgan-g1")[-1] == "1 → 2 → 3 → 4 → 5 → … → 8 → 9 → 10 → 11 → 12% (50%)"
+    note = next(l for l in sec if l.startswith("*D picks the real image*"))
+    assert "epochs 1–2 at 7 px, epochs 3–6 at 14 px and epochs 7–12 at 28 px" in note
+    assert "results.json has every epoch" in note
+    assert "(mean over seeds)" not in note
+
+
+def _bullet(sec: list[str], start: str) -> str:
+    return next(l for l in sec if l.startswith(start))
+
+
+def test_targets_are_met_only_at_or_below_the_reference_mean():
+    vs_sngan, vs_two = "- Recommended PS-GAN (2 gens) FID", "- 3 generators vs 2"
+    # The committed report: 2.66 ± 1.68 vs 2.57 ± 0.28 is a tie by seed spread, but the mean is above.
+    sec = rp.recommended_section(_fake_table(), _fake_plan())
+    assert rp._compare((2.66, 1.68), (2.57, 0.28), 2) == "≈"
+    assert _bullet(sec, vs_sngan).endswith(
+        "2.66 ± 1.68 vs SNGAN 2.57 ± 0.28: tied with SNGAN within seed noise, mean above — target not met.")
+    assert _bullet(sec, vs_two).endswith("1.95 vs 2.66 ± 1.68: below 2 generators — Table 4 order held.")
+    # A tie with the mean at or below meets the target; a tie within 2% says so.
+    sec = rp.recommended_section(_fake_table(rec2=(2.50, 2.56), rec3=(2.55,)), _fake_plan())
+    assert _bullet(sec, vs_sngan).endswith("tied with SNGAN within 2%, mean below — target met.")
+    assert _bullet(sec, vs_two).endswith("tied with 2 generators within 2%, mean above — Table 4 order not held.")
+    # Clearly below / clearly above.
+    sec = rp.recommended_section(_fake_table(sngan=(2.56, 2.58), rec2=(1.50, 1.52), rec3=(2.5,)), _fake_plan())
+    assert _bullet(sec, vs_sngan).endswith("below SNGAN — target met.")
+    assert _bullet(sec, vs_two).endswith("above 2 generators — Table 4 order not held.")
+    sec = rp.recommended_section(_fake_table(sngan=(2.56, 2.58), rec2=(3.50, 3.52)), _fake_plan())
+    assert _bullet(sec, vs_sngan).endswith("above SNGAN — target not met.")

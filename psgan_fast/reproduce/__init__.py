@@ -64,7 +64,8 @@ from psgan_fast.reproduce.common import (BATCH_SIZE, DEFAULT_EVAL_SAMPLES, DESCR
                                         stage_split)
 from psgan_fast.reproduce.figures import make_figures
 from psgan_fast.reproduce.plan import calibrate, choose_schedule, choose_threads, make_plan, predict
-from psgan_fast.reproduce.report import collect, d_right_share, render_report, results_doc, write_report
+from psgan_fast.reproduce.report import (collect, d_picks_real_per_epoch, d_right_share, render_report, results_doc,
+                                        write_report)
 from psgan_fast.reproduce.run import (evaluate_run, reference_eval, run_status, train_config, train_parallel,
                                      train_run, train_seconds)
 from psgan_fast.reproduce.state import Calibration, Context, Flags, Plan, Schedule, plan_runs, seeds_of
@@ -74,8 +75,9 @@ __all__ = [
     "LOSS_FIGURES", "MAX_COST_RATIO", "MAX_EPOCHS", "MIN_BATCHES", "MIN_EPOCHS", "PAPER_ROW_IDS", "PAPER_TABLE2",
     "PAPER_TABLE4", "PLAN_VERSION", "PREFERRED_EPOCHS", "REC_ROW_IDS", "ROW_IDS", "ROWS", "SAMPLE_FIGURES",
     "SMOKE", "TARGET_FRACTION", "TIE", "_compare", "build_parser", "calibrate", "Calibration", "choose_schedule",
-    "choose_threads", "claims", "collect", "Context", "d_right_share", "evaluate_run", "Flags", "Interrupted",
-    "main", "make_figures", "make_plan", "Plan", "plan_runs", "predict", "read_jsonl", "recommended_section",
-    "reference_eval", "render_report", "ReproError", "results_doc", "run_name", "run_status", "Schedule",
-    "seeds_of", "stage_split", "train_config", "train_parallel", "train_run", "train_seconds", "write_report",
+    "choose_threads", "claims", "collect", "Context", "d_picks_real_per_epoch", "d_right_share", "evaluate_run",
+    "Flags", "Interrupted", "main", "make_figures", "make_plan", "Plan", "plan_runs", "predict", "read_jsonl",
+    "recommended_section", "reference_eval", "render_report", "ReproError", "results_doc", "run_name",
+    "run_status", "Schedule", "seeds_of", "stage_split", "train_config", "train_parallel", "train_run",
+    "train_seconds", "write_report",
 ]

@@ -19,15 +19,25 @@ from psgan_fast.reproduce.run import run_status, train_seconds
 from psgan_fast.reproduce.state import Context, Plan, seeds_of
 
 
-def d_right_share(run_dir: Path) -> Optional[float]:
-    """PS-GAN: the share of groups in which D picked the real image during
-    the run's last epoch (``case_real`` of its last epoch record); None for
-    the baselines, whose logs carry no such share."""
+def d_picks_real_per_epoch(run_dir: Path) -> list[float]:
+    """PS-GAN: the share of groups in which D picked the real image, for
+    each finished epoch in order (``case_real`` of the epoch records: the
+    trainer's mean over every step of the epoch, which is the steps-weighted
+    mean of that epoch's logged step windows); [] for the baselines, whose
+    logs carry no such share, and for a run without a finished epoch."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
-        return None
-    recs = [r for r in read_jsonl(path) if r.get("kind") == "epoch" and "case_real" in r]
-    return float(recs[-1]["case_real"]) if recs else None
+        return []
+    by_epoch = {int(r["epoch"]): float(r["case_real"]) for r in read_jsonl(path)
+                if r.get("kind") == "epoch" and "case_real" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def d_right_share(run_dir: Path) -> Optional[float]:
+    """The last finished epoch's share of d_picks_real_per_epoch (None when
+    there is none)."""
+    shares = d_picks_real_per_epoch(run_dir)
+    return shares[-1] if shares else None
 
 
 def collect(out: Path, plan: Plan) -> dict[str, list[dict]]:
@@ -38,8 +48,10 @@ def collect(out: Path, plan: Plan) -> dict[str, list[dict]]:
             rd = out / "runs" / run_name(row, seed)
             status, steps = run_status(rd) if rd.exists() else ("new", 0)
             doc = _read_json(rd / "final_eval.json") if status == "complete" else None
+            shares = d_picks_real_per_epoch(rd)
             entry = {"seed": seed, "status": status, "steps": steps, "train_seconds": train_seconds(rd),
-                     "eval": doc["result"] if doc else None, "d_right": d_right_share(rd)}
+                     "eval": doc["result"] if doc else None, "d_right": shares[-1] if shares else None,
+                     "d_right_per_epoch": shares}
             if status == "failed":
                 entry["error"] = (_read_json(rd / "FAILED.json") or {}).get("error")
             table.setdefault(row, []).append(entry)
@@ -190,14 +202,15 @@ def write_report(out: Path, plan: Plan, ctx: Context, progress: dict, *, figures
 def results_doc(plan: Plan, table: dict, reference: Optional[dict], progress: dict) -> dict:
     """The numbers behind REPORT.md in one JSON file (for docs/results/):
     the command, commit, machine, budget and schedule, and per row and seed
-    the FID / IS / training time, D's last-epoch accuracy and the class
-    histograms of the union and of each generator."""
+    the FID / IS / training time, D's accuracy (last epoch, and per epoch)
+    and the class histograms of the union and of each generator."""
     rows = {}
     for row, entries in table.items():
         rows[row] = {"label": LABELS[row], "model": ROWS[row]["model"], "generators": ROWS[row]["generators"],
                      "loss": ROWS[row]["loss"] if ROWS[row]["model"] == "psgan" else None,
                      "runs": [{"seed": e["seed"], "status": e["status"], "steps": e["steps"],
                                "train_seconds": e["train_seconds"], "d_picks_real": e.get("d_right"),
+                               "d_picks_real_per_epoch": e.get("d_right_per_epoch") or None,
                                **({k: e["eval"].get(k) for k in ("fid", "is_mean", "is_std", "class_histogram",
                                                                  "generators", "num_samples")}
                                   if e["eval"] else {})} for e in entries]}

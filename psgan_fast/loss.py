@@ -47,7 +47,8 @@ was before this step's update (a simultaneous update); the optimiser steps
 come after both backward passes. This saves the second forward of D over the
 N*B fakes that the usual alternating D-then-G step needs.
 
-`GradRoute` / `routed_backward` give the same two gradients with ONE backward
+`GradRoute` / `routed_backward` (`psgan_fast.routed`, with D's routed
+layers; re-exported here) give the same two gradients with ONE backward
 pass through D (the recipe's default): D scores each image alone, so both
 losses' gradients at any layer of D are the same per-image "unit" gradient
 times a per-image scalar (dL/dlogit_i); D's routed layers weight their
@@ -70,6 +71,9 @@ import torch.nn.functional as F
 # The registry of update rules lives in the torch-free psgan_fast.registry
 # (each spec names its function here); re-exported for the loss's users.
 from psgan_fast.registry import LOSSES, LossSpec, get_spec  # noqa: F401
+# D's routed single backward (psgan_fast.routed), re-exported: the recipe's
+# way to run what LossOutput.backward's two passes compute.
+from psgan_fast.routed import GradRoute, routed_backward  # noqa: F401
 
 
 @dataclass
@@ -92,42 +96,6 @@ class LossOutput:
         g_params = [p for p in g_params if p.requires_grad]
         self.d_loss.backward(inputs=d_params, retain_graph=True)
         self.g_loss.backward(inputs=g_params)
-
-
-class GradRoute:
-    """Per-image gradient scalars for D's routed backward
-    (`psgan_fast.stages.Discriminator.forward(x, route)`).
-
-    Pass one to D's forward, then call `routed_backward`: it evaluates the
-    loss on the detached logits, stores c_d = d(d_loss)/d(logits) in `d` and
-    c_g = d(g_loss)/d(logits) in `g` (flattened in D's row order), and runs
-    ONE backward through D seeded with ones. D's layers weight their
-    parameter gradients by `d` and the input gradient by `g`, so D's
-    parameters receive exactly d_loss's gradient and the images (the fakes,
-    hence the generators) exactly g_loss's - what `LossOutput.backward`'s two
-    passes give, with one backward through D's activations instead of two.
-    Valid because D scores each image alone (no batch statistics).
-    `input_rows`: the rows whose input gradient is needed (the fakes)."""
-
-    def __init__(self, input_rows: slice = slice(None)) -> None:
-        self.input_rows = input_rows
-        self.d: torch.Tensor | None = None
-        self.g: torch.Tensor | None = None
-
-
-def routed_backward(logits: torch.Tensor, loss_fn, route: GradRoute) -> LossOutput:
-    """`loss_fn` (ps_loss or bce_loss) on `logits` [N+1, B], which came from
-    D's forward with `route`; fills `route` and runs the one backward pass.
-    Returns the loss values (detached)."""
-    live = logits.detach().float().requires_grad_(True)
-    with torch.enable_grad():
-        out = loss_fn(live)
-        c_d, = torch.autograd.grad(out.d_loss, live, retain_graph=True)
-        c_g, = torch.autograd.grad(out.g_loss, live)
-    route.d, route.g = c_d.reshape(-1), c_g.reshape(-1)
-    logits.backward(torch.ones_like(logits))
-    route.d = route.g = None  # the backward is done; do not keep the tensors alive
-    return LossOutput(out.d_loss.detach(), out.g_loss.detach(), out.g_losses.detach(), out.shares)
 
 
 def _check_logits(logits: torch.Tensor) -> torch.Tensor:

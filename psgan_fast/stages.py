@@ -58,16 +58,14 @@ dominates), the discriminator 0.04M / 0.07M / 0.08M.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from psgan_fast.models import defaults_of
 from psgan_fast.registry import D_ARCHS
-
-if TYPE_CHECKING:
-    from psgan_fast.loss import GradRoute
+from psgan_fast.routed import GradRoute, routed_conv2d, routed_linear
 
 _DEFAULTS = defaults_of("psgan")  # network sizes: the model's row of psgan_fast.models.RECIPES
 LATENT_DIM, WIDTH, MIN_WIDTH = _DEFAULTS.latent_dim, _DEFAULTS.width, _DEFAULTS.min_width
@@ -208,18 +206,18 @@ class Discriminator(nn.Module):
             nn.init.zeros_(top.weight)
             nn.init.zeros_(top.bias)
 
-    def forward(self, x: torch.Tensor, route: Optional["GradRoute"] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, route: Optional[GradRoute] = None) -> torch.Tensor:
         """Images [B, C, r, r] -> logits [B].
 
-        `route` (a `psgan_fast.loss.GradRoute`) selects the routed backward:
+        `route` (a `psgan_fast.routed.GradRoute`) selects the routed backward:
         the same forward values, but a backward that serves Algorithm 2's two
-        losses in one pass (see `_RoutedConv`). Only PSGANRecipe.step uses it."""
+        losses in one pass (`psgan_fast.routed`). Only PSGANRecipe.step uses it."""
         act = nn.functional.leaky_relu
 
         def conv(m: nn.Conv2d, h: torch.Tensor, first: bool = False) -> torch.Tensor:
             if route is None:
                 return m(h)
-            return _RoutedConv.apply(h, m.weight, m.bias, m.stride, m.padding, route, first)
+            return routed_conv2d(m, h, route, first)
 
         image = x
         x = act(conv(self.from_image[str(self.resolution)], x, first=True), 0.2)
@@ -245,123 +243,7 @@ class Discriminator(nn.Module):
             flat = x.flatten(1)
         if route is None:
             return nn.functional.linear(flat, weight, fc.bias).squeeze(1)
-        return _RoutedLinear.apply(flat, weight, fc.bias, route).squeeze(1)
-
-
-# ----------------------------------------------------------------------------------------------
-# The routed backward of D (one backward pass for both of Algorithm 2's losses)
-# ----------------------------------------------------------------------------------------------
-#
-# D scores every image alone (no normalisation, see the module docstring), so
-# for any loss L(logits) the gradient reaching image i's activations at any
-# layer is c_i * J_i, with c_i = dL/dlogit_i a scalar per image and J_i the
-# gradient of logit_i itself ("unit" backward). Algorithm 2 needs two such
-# backward passes over the same forward - D's loss into D's weights (c = c_d)
-# and the generators' loss into the fakes (c = c_g) - which differ only in
-# those per-image scalars. The routed layers therefore run the unit backward
-# ONCE through D (seed 1 at every logit) and apply the scalars where they
-# are needed: each layer's weight and bias gradient uses c_d-weighted
-# gradients, and the first layer's input gradient is c_g-weighted (and
-# computed only for the rows that need it, the fakes). This is the same
-# gradient as two backward passes, up to float rounding, at the cost of one
-# backward through D's activations instead of two.
-
-def _compute_dtype(x: torch.Tensor) -> Optional[torch.dtype]:
-    dev = x.device.type
-    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
-
-
-def _cast(t: Optional[torch.Tensor], dtype: Optional[torch.dtype]) -> Optional[torch.Tensor]:
-    return t if t is None or dtype is None or t.dtype == dtype else t.to(dtype)
-
-
-def _rows(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return scale.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
-
-
-class _RoutedConv(torch.autograd.Function):
-    """conv2d (autocast-aware) whose backward is the unit backward for the
-    input and c_d-weighted for weight and bias (see above)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, route, first):
-        dtype = _compute_dtype(x)
-        xc, wc, bc = _cast(x, dtype), _cast(weight, dtype), _cast(bias, dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            y = nn.functional.conv2d(xc, wc, bc, stride, padding)
-        ctx.save_for_backward(xc, wc)
-        ctx.conf = (list(stride), list(padding), route, first, x.dtype, weight.dtype,
-                    None if bias is None else (bias.dtype, bias.shape[0]))
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, w = ctx.saved_tensors
-        stride, padding, route, first, x_dtype, w_dtype, bias_info = ctx.conf
-        grad = grad.to(x.dtype)
-        gx = gw = gb = None
-
-        def conv_bwd(g, inp, mask):
-            return torch.ops.aten.convolution_backward(
-                g, inp, w, None if bias_info is None else [bias_info[1]], stride, padding, [1, 1],
-                False, [0, 0], 1, mask)
-
-        if ctx.needs_input_grad[0]:
-            if first:  # D's input: c_g-weighted, and only the rows that need it
-                rows = route.input_rows
-                part = conv_bwd(grad[rows], x[rows], [True, False, False])[0]
-                part = part * _rows(route.g[rows], part)
-                if part.shape[0] == x.shape[0]:
-                    gx = part.to(x_dtype)
-                else:  # the other rows (the real images) get no gradient
-                    gx = x.new_zeros(x.shape, dtype=x_dtype)
-                    gx[rows] = part
-            else:
-                gx = conv_bwd(grad, x, [True, False, False])[0].to(x_dtype)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            has_bias = bias_info is not None
-            if x.numel() < grad.numel():
-                # Weight the (smaller) input instead of the gradient - the same
-                # sum over images; D's first layer has 1 input channel and 16
-                # output ones. The bias gradient is then the d-weighted sum of
-                # each image's gradient total.
-                gw = conv_bwd(grad, x * _rows(route.d, x), [False, True, False])[1]
-                if has_bias:  # sum_i d_i * sum_hw grad_i: one matrix-vector product
-                    rows = grad.permute(0, 2, 3, 1).reshape(grad.shape[0], -1)  # a view if channels_last
-                    gb = torch.mv(rows.t(), route.d.to(rows.dtype)).view(-1, grad.shape[1]).sum(0)
-            else:
-                _, gw, gb = conv_bwd(grad * _rows(route.d, grad), x, [False, True, has_bias])
-            gw = gw.to(w_dtype)
-            gb = gb.to(bias_info[0]) if has_bias else None
-        return gx, gw, gb, None, None, None, None
-
-
-class _RoutedLinear(torch.autograd.Function):
-    """linear (autocast-aware) with the routed backward (see above)."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, route):
-        dtype = _compute_dtype(x)
-        xc, wc, bc = _cast(x, dtype), _cast(weight, dtype), _cast(bias, dtype)
-        with torch.autocast(x.device.type, enabled=False):
-            y = nn.functional.linear(xc, wc, bc)
-        ctx.save_for_backward(xc, wc)
-        ctx.conf = (route, x.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, w = ctx.saved_tensors
-        route, x_dtype, w_dtype, b_dtype = ctx.conf
-        grad = grad.to(x.dtype)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = (grad @ w).to(x_dtype)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            gd = grad * _rows(route.d, grad)
-            gw = (gd.t() @ x).to(w_dtype)
-            gb = gd.sum(0).to(b_dtype) if b_dtype is not None else None
-        return gx, gw, gb, None
+        return routed_linear(flat, weight, fc.bias, route).squeeze(1)
 
 
 def build_generator(stage: int, *, image_size: int = 28, channels: int = 1,

@@ -22,7 +22,7 @@ One training step::
     logits<- ONE forward of D over cat(real, fake_1, .., fake_N) -> [N+1, B]
     loss  <- Algorithm 2 (or BCE); D's loss reaches D only, the averaged
              generators' loss the generators only, both from that one forward
-             and through ONE backward pass of D (loss.GradRoute: D scores each
+             and through ONE backward pass of D (psgan_fast.routed: D scores each
              image alone, so the two gradients differ only by a scalar per
              image; measured 5-18% faster steps than two restricted backward
              passes, which remain as cfg.options.d_backward = "two-pass" and
@@ -76,11 +76,12 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels.mix import mix_weights  # Algorithm 1 (Triton on CUDA, else psgan_fast.transfer)
-from psgan_fast.loss import GradRoute, LossOutput, get_spec, gradient_penalty, routed_backward
+from psgan_fast.loss import LossOutput, get_spec, gradient_penalty
 from psgan_fast.models import net_settings
 from psgan_fast.parallel import ParallelGenerators
 from psgan_fast.recipe import GeneratorSet, Recipe, StepOutput, frozen, place
 from psgan_fast.registry import UPDATES
+from psgan_fast.routed import GradRoute, routed_backward
 from psgan_fast.stages import Discriminator, Generator, StageSchedule, stage_resolutions
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class PSGANRecipe(Recipe):
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         self._steps = 0  # training steps taken (for the lazy R1/R2 schedule)
         self.autocast = cfg.precision == "bf16"
-        # D's backward: "routed" (one pass for both losses, loss.GradRoute) or
+        # D's backward: "routed" (one pass for both losses, psgan_fast.routed) or
         # "two-pass" (LossOutput.backward). Routed is the default; under
         # torch.compile (the trainer compiles D in place) the two-pass form is
         # used, as the routed layers carry Python state into the backward.
@@ -260,7 +261,7 @@ class PSGANRecipe(Recipe):
             with torch.autocast(**amp):
                 fakes = self._runner(z)
                 logits = self._D(torch.cat([real, *fakes]), route=route).view(self.n + 1, batch)
-            if route is not None:  # one backward through D for both losses (loss.GradRoute)
+            if route is not None:  # one backward through D for both losses (psgan_fast.routed)
                 out = routed_backward(logits, self.loss_fn, route)
             else:                  # two restricted backward passes (LossOutput.backward)
                 out = self.loss_fn(logits)

@@ -21,8 +21,9 @@ Modes:
   (the table below: fused is slower at every N). On CUDA also
   ``sequential`` for now: the build machine has no GPU, so neither
   ``streams`` nor ``fused`` has been run or timed there, and an untried path
-  should not be the default; measure with `benchmark(device="cuda")` and
-  change this when a GPU is at hand.
+  should not be the default; measure with
+  `psgan_fast.bench.parallel_modes.benchmark(device="cuda")` and change this
+  when a GPU is at hand.
 
 All modes take the same z and give the same results up to float reordering
 (tested for fused vs sequential, forward and gradients).
@@ -46,16 +47,15 @@ load OpenMP made every row 2-5x slower and noisier::
 
 vmap turns each convolution into a grouped one and the per-call parameter
 stacking adds copies; on this CPU that costs more than the loop's overhead.
-Full training steps agree (`python -m psgan_fast.models.psgan`).
+Full training steps agree (`python -m psgan_fast.bench.psgan_throughput`).
 
-Command: ``PYTHONPATH=. python -m psgan_fast.parallel --threads 1``.
+Command: ``PYTHONPATH=. python -m psgan_fast.bench.parallel_modes --threads 1``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import time
 from typing import Optional, Sequence
 
 import torch
@@ -75,7 +75,7 @@ def _notice_once(key: str, message: str) -> None:
         log.warning(message)
 
 
-def resolve_mode(mode: str, device: torch.device, num_generators: int) -> str:
+def resolve_mode(mode: str, device: torch.device) -> str:
     """The concrete mode `mode` means on `device` ("auto" and the streams
     fallback resolved)."""
     if mode not in MODES:
@@ -108,7 +108,7 @@ class ParallelGenerators:
             device = next(self.generators[0].parameters()).device
         self.device = torch.device(device)
         self.requested = mode
-        self.mode = resolve_mode(mode, self.device, len(self.generators))
+        self.mode = resolve_mode(mode, self.device)
         self._streams: list[torch.cuda.Stream] = []
         self._template: Optional[nn.Module] = None
         self._template_src: Optional[nn.Module] = None
@@ -173,45 +173,3 @@ class ParallelGenerators:
             current.wait_stream(s)
             out.record_stream(current)
         return outs
-
-
-def benchmark(num_generators: Sequence[int] = (1, 2, 3), batch: int = 64, stage: int = 2,
-              repeats: int = 15, modes: Sequence[str] = ("sequential", "fused"),
-              device: str = "cpu") -> list[tuple[int, str, float, float]]:
-    """(N, mode, min ms, median ms) of forward + backward of all N
-    generators. Modes alternate call by call so that load from other
-    processes hits them alike; the minimum is the least disturbed figure."""
-    from psgan_fast.stages import build_generator
-
-    results = []
-    for n in num_generators:
-        torch.manual_seed(0)
-        gens = [build_generator(stage).to(device) for _ in range(n)]
-        z = torch.randn(batch, gens[0].latent_dim, device=device)
-        runners = {mode: ParallelGenerators(gens, mode) for mode in modes}
-        times: dict[str, list[float]] = {mode: [] for mode in modes}
-        for i in range(repeats + 2):
-            for mode, runner in runners.items():
-                t0 = time.perf_counter()
-                sum(f.float().sum() for f in runner(z)).backward()
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                if i >= 2:
-                    times[mode].append(time.perf_counter() - t0)
-        for mode in modes:
-            ts = sorted(times[mode])
-            results.append((n, mode, 1000 * ts[0], 1000 * ts[len(ts) // 2]))
-    return results
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="sequential vs fused generators on the CPU")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    torch.set_num_threads(ap.parse_args().threads)
-    rows = benchmark()
-    print(f"torch threads: {torch.get_num_threads()}")
-    print("N  mode        min ms  median ms")
-    for n, mode, ms_min, ms_med in rows:
-        print(f"{n}  {mode:<10}  {ms_min:6.1f}  {ms_med:9.1f}")

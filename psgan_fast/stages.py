@@ -287,14 +287,3 @@ class StageSchedule:
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         return self.active[bisect.bisect_right(self.starts, epoch) - 1]
-
-    def first_epoch(self, stage: int) -> int:
-        """The epoch at which `stage` begins (ValueError for a skipped stage)."""
-        if stage not in self.active:
-            raise ValueError(f"stage {stage} has no epochs in {self.stage_epochs}")
-        return self.starts[self.active.index(stage)]
-
-
-def stage_for_epoch(epoch: int, stage_epochs: Sequence[int]) -> int:
-    """Shorthand for ``StageSchedule(stage_epochs).stage_for_epoch(epoch)``."""
-    return StageSchedule(stage_epochs).stage_for_epoch(epoch)

@@ -105,12 +105,12 @@ def test_streams_fall_back_to_sequential_off_cuda_with_one_notice(caplog, monkey
 
 
 def test_resolve_mode():
-    assert resolve_mode("auto", torch.device("cpu"), 3) == "sequential"
-    assert resolve_mode("auto", torch.device("cuda"), 2) == "sequential"  # until measured on a GPU
-    assert resolve_mode("streams", torch.device("cuda"), 2) == "streams"
-    assert resolve_mode("fused", torch.device("cpu"), 2) == "fused"
+    assert resolve_mode("auto", torch.device("cpu")) == "sequential"
+    assert resolve_mode("auto", torch.device("cuda")) == "sequential"  # until measured on a GPU
+    assert resolve_mode("streams", torch.device("cuda")) == "streams"
+    assert resolve_mode("fused", torch.device("cpu")) == "fused"
     with pytest.raises(ValueError, match="unknown parallel mode"):
-        resolve_mode("threads", torch.device("cpu"), 2)
+        resolve_mode("threads", torch.device("cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

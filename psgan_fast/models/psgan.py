@@ -52,7 +52,7 @@ several times slower on the shared machine)::
 So on this CPU: sequential beats fused, channels_last (NHWC) helps, and
 bf16 autocast is 1.5-2x faster than fp32 (AMX). Defaults follow: parallel
 auto -> sequential, channels_last on; precision stays the user's choice.
-Command: ``PYTHONPATH=. python -m psgan_fast.models.psgan --threads 1``.
+Command: ``PYTHONPATH=. python -m psgan_fast.bench.psgan_throughput --threads 1``.
 
 `cfg.compile` is the trainer's business: it compiles `modules()` in place
 (``nn.Module.compile``), which this recipe's calls then go through.
@@ -66,7 +66,6 @@ model's row of `psgan_fast.models.RECIPES`), d_backward ("routed" or
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -375,50 +374,3 @@ class PSGANRecipe(Recipe):
         d_params = sum(p.numel() for p in self._D.parameters())
         return (f"stage {self._stage}: {res}x{res}, {self.n} generator(s) of {g_params:,} params, "
                 f"D {d_params:,} params, parallel={self._runner.mode}")
-
-
-def benchmark(configs: list[tuple[int, str, str, bool]], *, batch: int = 64, steps: int = 12,
-              image_size: int = 28, stage: int = 2) -> dict[tuple, tuple[float, float]]:
-    """Training images/s (best, median) of `step` for each (generators,
-    precision, parallel, channels_last), at `stage` on random data. The
-    configurations take turns step by step so that load from other
-    processes hits them alike."""
-    stage_epochs = tuple(1 if k == stage else 0 for k in range(len(stage_resolutions(image_size))))
-    recipes = {}
-    for n, precision, parallel, cl in configs:
-        cfg = TrainConfig(generators=n, precision=precision, parallel=parallel,
-                          stage_epochs=stage_epochs, extra={"channels_last": cl})
-        recipes[(n, precision, parallel, cl)] = PSGANRecipe(
-            cfg, image_size=image_size, channels=1, steps_per_epoch=steps, device=torch.device("cpu"))
-        recipes[(n, precision, parallel, cl)].begin_epoch(0)
-    real = torch.rand(batch, 1, image_size, image_size) * 2 - 1
-    times: dict[tuple, list[float]] = {key: [] for key in recipes}
-    for i in range(steps + 2):
-        for key, recipe in recipes.items():
-            t0 = time.perf_counter()
-            recipe.step(real).d_loss.item()
-            if i >= 2:
-                times[key].append(time.perf_counter() - t0)
-    return {key: (batch / min(ts), batch / sorted(ts)[len(ts) // 2]) for key, ts in times.items()}
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="PS-GAN training throughput on the CPU")
-    ap.add_argument("generators", nargs="*", type=int, default=[1, 2, 3])
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
-    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16 (default both)")
-    args = ap.parse_args()
-    precisions = [p for p in args.precision.split(",") if p]
-    if not precisions or set(precisions) - {"fp32", "bf16"}:
-        ap.error(f"--precision: choose from fp32, bf16 (comma-separated), got {args.precision!r}")
-    torch.set_num_threads(args.threads)
-    ns = args.generators
-    configs = [(n, prec, par, cl) for n in ns for prec in precisions
-               for par in ("sequential", "fused") for cl in (False, True)
-               if not (n == 1 and par == "fused")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, stage 2 (28x28)")
-    print("N  precision  parallel    channels_last  best img/s  median img/s")
-    for (n, prec, par, cl), (best, med) in benchmark(configs).items():
-        print(f"{n}  {prec:<9}  {par:<10}  {str(cl):<13}  {best:10.0f}  {med:12.0f}")

@@ -116,12 +116,17 @@ class TrainConfig:
     g_gate: Optional[bool] = _flag(None, "generator k skips the groups where D picked its fake (default: the loss's)")
     r1: Optional[float] = _flag(None, "gamma of the R1 penalty on real images (default: the loss's)")
     r2: Optional[float] = _flag(None, "gamma of the R2 penalty on fakes (default: the loss's)")
-    reg_every: int = _flag(4, "R1/R2 every K steps (lazy), weighted by K", min=1)
+    reg_every: Optional[int] = _flag(None, "R1/R2 every K steps (lazy), weighted by K (default: the loss's)", min=1)
+    reg_batch: Optional[int] = _flag(None, "R1 on K real images and R2 on K fakes, taken evenly from the "
+                                     "generators, per penalty step (default: the loss's; unset: the whole group)",
+                                     min=1)
     update: Optional[str] = _flag(None, "simultaneous (the paper's) or alternating D/G steps (default: the loss's)",
                                   choices=UPDATES)
     d_arch: Optional[str] = _flag(None, "PS-GAN's discriminator (default: the loss's)", choices=D_ARCHS)
     skips: Optional[bool] = _flag(None, "skip stage networks: an image output/input at every level "
                                   "(default: the loss's)")
+    d_skips: Optional[bool] = _flag(None, "the discriminator's half of --skips: an image input at every level "
+                                    "(default: the loss's, else as --skips)")
     parallel: str = _flag("auto", "how the N generators run", choices=PARALLEL)
     precision: str = _flag("fp32", "bf16 autocast or plain fp32", choices=PRECISIONS)
     compile: Optional[bool] = _flag(  # None: on for CUDA, off for CPU (measured slower there)

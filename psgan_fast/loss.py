@@ -167,18 +167,27 @@ def group_loss(logits: torch.Tensor, *, d_gate: float = 0.0, g_gate: bool = True
     return LossOutput(d_loss, g_losses_t.mean(), g_losses_t, _shares(choice, n_plus_1))
 
 
-def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
-    """E_x ||grad_x D(x)||^2 over the batch `images` (R1 on real images, R2
-    on fakes; Mescheder et al. 2018, R3GAN). Differentiable in D's
-    parameters (double backward): the caller adds gamma/2 times it to D's
-    loss. Runs its own forward of D without autocast (a plain fp32 pass; the
-    routed single backward does not cover input gradients of gradients)."""
+def gradient_sq_norms(disc, images: torch.Tensor) -> torch.Tensor:
+    """||grad_x D(x)||^2 for each image of the batch `images` ([B] float32),
+    differentiable in D's parameters (double backward). D scores each image
+    alone (no normalisation), so one pass over a concatenated batch gives
+    each part's norms exactly as separate passes would: the recipe runs R1's
+    real images and R2's fakes as ONE pass. Runs its own forward of D
+    without autocast (a plain fp32 pass; the routed single backward does not
+    cover input gradients of gradients)."""
     dtype = next(disc.parameters()).dtype  # fakes made under bf16 autocast come back to D's dtype
     x = images.detach().to(dtype).requires_grad_(True)
     with torch.autocast(x.device.type, enabled=False):
         out = disc(x)
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
+    return grad.pow(2).flatten(1).sum(1)
+
+
+def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
+    """E_x ||grad_x D(x)||^2 over the batch `images` (R1 on real images, R2
+    on fakes; Mescheder et al. 2018, R3GAN). Differentiable in D's
+    parameters: the caller adds gamma/2 times it to D's loss."""
+    return gradient_sq_norms(disc, images).mean()
 
 
 def get_loss(name: str):

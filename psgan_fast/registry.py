@@ -42,6 +42,9 @@ class LossSpec:
     update: str = UPDATES[0]  # or "alternating": D steps, then G against the new D
     d_arch: str = D_ARCHS[0]  # D_ARCHS
     skips: bool = False    # stage networks with an image output/input at every level (stages.py)
+    d_skips: Optional[bool] = None  # D's image inputs at every level (None: as `skips`)
+    reg_every: int = 4     # lazy R1/R2: every K steps, weighted by K
+    reg_batch: Optional[int] = None  # R1 on this many real images, R2 on this many fakes (None: all)
     summary: str = ""
 
     @property

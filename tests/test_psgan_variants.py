@@ -316,3 +316,29 @@ def test_skip_networks_continue_the_previous_stage_after_a_switch():
         p_old.eval(), p_new.eval()
         up = F.interpolate(p_old(z), scale_factor=2, mode="nearest")
         assert (p_new(z) - up).abs().max() > 1e-2
+
+
+def test_r1_and_r2_in_one_pass_match_separate_penalties():
+    # The recipe runs R1 (real) and R2 (fakes) as one double-backward pass
+    # over the concatenated batch; D scores each image alone, so D's
+    # gradient must equal that of the two penalties computed separately.
+    g1, g2, k = 0.7, 0.3, 2
+    for r1, r2 in ((g1, g2), (g1, 0.0), (0.0, g2)):
+        torch.manual_seed(5)
+        r = make(n=2, loss="rps", r1=r1, r2=r2, reg_every=k)
+        disc = r.modules()["D"]
+        real = real_batch(seed=3)
+        fakes = [torch.rand(real.shape, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (7, 8)]
+        extras = {}
+        r._penalty(real, fakes, extras)
+        got = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in disc.parameters()])
+        assert set(extras) == {name for name, g in (("r1", r1), ("r2", r2)) if g}
+        params = list(disc.parameters())
+        pen = 0.5 * k * (r1 * gradient_penalty(disc, real) + r2 * gradient_penalty(disc, torch.cat(fakes)))
+        want = torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
+                          for g, p in zip(torch.autograd.grad(pen, params, allow_unused=True), params)])
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-7)
+        if r1:
+            assert torch.allclose(extras["r1"], gradient_penalty(disc, real))
+        if r2:
+            assert torch.allclose(extras["r2"], gradient_penalty(disc, torch.cat(fakes)))

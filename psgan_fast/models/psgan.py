@@ -75,7 +75,7 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels.mix import mix_weights  # Algorithm 1 (Triton on CUDA, else psgan_fast.transfer)
-from psgan_fast.loss import LossOutput, get_spec, gradient_penalty
+from psgan_fast.loss import LossOutput, get_spec, gradient_sq_norms
 from psgan_fast.models import net_settings
 from psgan_fast.parallel import ParallelGenerators
 from psgan_fast.recipe import GeneratorSet, Recipe, StepOutput, frozen, place
@@ -101,6 +101,7 @@ class _StageNets:
     channels: int
     width: int
     skips: bool
+    d_skips: bool
     d_arch: str
     device: torch.device
     channels_last: bool
@@ -113,8 +114,10 @@ class _StageNets:
         device = torch.device(device)
         s = net_settings(cfg, device.type)
         spec = get_spec(cfg.loss)  # a knob the config sets overrides the spec's own value
+        skips = bool(spec.skips if cfg.skips is None else cfg.skips)
+        d_skips = next((v for v in (cfg.d_skips, spec.d_skips) if v is not None), skips)
         return cls(seed=cfg.seed, n=n, resolutions=stage_resolutions(image_size), latent_dim=s.latent_dim,
-                   channels=channels, width=s.width, skips=bool(spec.skips if cfg.skips is None else cfg.skips),
+                   channels=channels, width=s.width, skips=skips, d_skips=bool(d_skips),
                    d_arch=spec.d_arch if cfg.d_arch is None else cfg.d_arch, device=device,
                    channels_last=s.channels_last)
 
@@ -131,7 +134,7 @@ class _StageNets:
                               channels=self.channels, width=self.width, skips=self.skips)
             else:
                 m = Discriminator(stage, self.resolutions, channels=self.channels, width=self.width,
-                                  arch=self.d_arch, skips=self.skips)
+                                  arch=self.d_arch, skips=self.d_skips)
         return place(m, self.device, self.channels_last)
 
     def schedule(self, cfg: TrainConfig) -> StageSchedule:
@@ -160,12 +163,13 @@ class PSGANRecipe(Recipe):
         self.loss_fn = spec.loss_fn(cfg.d_gate, cfg.g_gate)
         self.r1 = float(spec.r1 if cfg.r1 is None else cfg.r1)
         self.r2 = float(spec.r2 if cfg.r2 is None else cfg.r2)
-        self.reg_every = int(cfg.reg_every)
+        self.reg_every = int(spec.reg_every if cfg.reg_every is None else cfg.reg_every)
+        self.reg_batch = spec.reg_batch if cfg.reg_batch is None else int(cfg.reg_batch)
         self.update = spec.update if cfg.update is None else cfg.update
         self.d_arch, self.skips = nets.d_arch, nets.skips
-        if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1:
-            raise ValueError(f"r1 and r2 must be >= 0 and reg_every >= 1, got r1={self.r1}, r2={self.r2}, "
-                             f"reg_every={self.reg_every}")
+        if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1 or (self.reg_batch is not None and self.reg_batch < 1):
+            raise ValueError(f"r1 and r2 must be >= 0, reg_every and reg_batch >= 1, got r1={self.r1}, "
+                             f"r2={self.r2}, reg_every={self.reg_every}, reg_batch={self.reg_batch}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         self._steps = 0  # training steps taken (for the lazy R1/R2 schedule)
@@ -275,15 +279,25 @@ class PSGANRecipe(Recipe):
         return StepOutput(out.d_loss.detach(), out.g_losses.detach(), extras)
 
     def _penalty(self, real: torch.Tensor, fakes, extras: dict) -> None:
-        """Lazy R1/R2 (`loss.gradient_penalty`) as their own pass into D's
-        gradients: (gamma/2) * E||grad_x D(x)||^2, times `reg_every`."""
-        total = real.new_zeros((), dtype=torch.float32)
+        """Lazy R1/R2 as their own pass into D's gradients: (gamma/2) *
+        E||grad_x D(x)||^2 on the real images (R1) and on the fakes (R2),
+        times `reg_every`; both from one forward and double backward of D
+        over the group (`loss.gradient_sq_norms`). With `reg_batch` K, R1 takes
+        the first K real images and R2 the first ceil(K / N) fakes of each
+        generator: the same expectations, estimated from fewer images (the
+        penalty pass is the step's most expensive part)."""
+        if self.reg_batch is not None:
+            real = real[:self.reg_batch]
+            fakes = [f[:-(-self.reg_batch // self.n)] for f in fakes]
+        parts = ([real] if self.r1 > 0 else []) + ([f.detach() for f in fakes] if self.r2 > 0 else [])
+        norms = gradient_sq_norms(self._D, torch.cat([p.to(real.dtype) for p in parts]))
+        total = norms.new_zeros(())
         if self.r1 > 0:
-            r1 = gradient_penalty(self._D, real)
+            r1 = norms[:real.shape[0]].mean()
             total = total + 0.5 * self.r1 * r1
             extras["r1"] = r1.detach()
         if self.r2 > 0:
-            r2 = gradient_penalty(self._D, torch.cat([f.detach() for f in fakes]))
+            r2 = norms[real.shape[0] if self.r1 > 0 else 0:].mean()
             total = total + 0.5 * self.r2 * r2
             extras["r2"] = r2.detach()
         (total * self.reg_every).backward(inputs=[p for p in self._D.parameters() if p.requires_grad])

@@ -342,3 +342,27 @@ def test_r1_and_r2_in_one_pass_match_separate_penalties():
             assert torch.allclose(extras["r1"], gradient_penalty(disc, real))
         if r2:
             assert torch.allclose(extras["r2"], gradient_penalty(disc, torch.cat(fakes)))
+
+
+def test_reg_batch_penalises_the_first_k_reals_and_an_even_share_of_each_generators_fakes():
+    # reg_batch K: R1 on real[:K], R2 on the first ceil(K / N) fakes of each generator.
+    k, n = 3, 2
+    torch.manual_seed(6)
+    r = make(n=n, loss="rps", r1=0.4, r2=0.6, reg_every=2, reg_batch=k)
+    disc = r.modules()["D"]
+    real = real_batch(seed=4)
+    fakes = [torch.rand(real.shape, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (9, 10)]
+    extras = {}
+    r._penalty(real, fakes, extras)
+    per = -(-k // n)
+    assert torch.allclose(extras["r1"], gradient_penalty(disc, real[:k]))
+    assert torch.allclose(extras["r2"], gradient_penalty(disc, torch.cat([f[:per] for f in fakes])))
+    assert not torch.allclose(extras["r1"], gradient_penalty(disc, real))  # the rest of the batch is left out
+
+
+def test_d_skips_turns_off_the_discriminators_half_of_the_skip_networks():
+    r = make(n=1, loss="rps-r1r2-skips", d_skips=False)
+    assert r.modules()["G0"].skips and not r.modules()["D"].skips
+    assert set(r.modules()["D"].from_image) == {"28"}
+    both = make(n=1, loss="rps-r1r2-skips")
+    assert both.modules()["D"].skips and set(both.modules()["D"].from_image) == {"28", "14", "7"}

@@ -14,7 +14,9 @@ against the paper's rule (`--loss ps`) with the same N, measured in the
 same run.
 
 The configurations decompose the recommended default one ingredient at a
-time: ps -> rps (gates off) -> + skip networks -> + R1/R2 (= the default).
+time: ps -> rps (gates off) -> + skip networks -> + R1/R2 (= the default),
+then the cheaper trade-offs the ablation scored (docs/results/ablation.md):
+skips in G only, and R1/R2 less often on fewer images.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ CONFIGS = (
     ("rps (gates off)", {"loss": "rps"}),
     ("rps + skip networks", {"loss": "rps", "skips": True}),
     (f"{RECOMMENDED_LOSS} (the default)", {"loss": RECOMMENDED_LOSS}),
+    # Cheaper trade-offs measured by the ablation (ablate's recommended-gskips / -lean8 / -lean16).
+    ("default, skips in G only", {"loss": RECOMMENDED_LOSS, "d_skips": False}),
+    ("... + R1/R2 every 8 on 32 + 32 images", {"loss": RECOMMENDED_LOSS, "d_skips": False, "reg_every": 8,
+                                              "reg_batch": 32}),
+    ("... + R1/R2 every 16 on 32 + 32 images", {"loss": RECOMMENDED_LOSS, "d_skips": False, "reg_every": 16,
+                                               "reg_batch": 32}),
 )
 
 
@@ -82,7 +90,7 @@ def render(results: dict[int, list[tuple[str, float]]], steps: int) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m psgan_fast.bench.cost", description=__doc__.split("\n\n")[0])
     p.add_argument("--generators", default="1,2,3", help="comma-separated N")
-    p.add_argument("--steps", type=int, default=32, help="timed steps per configuration (a multiple of 4)")
+    p.add_argument("--steps", type=int, default=32, help="timed steps per configuration (a multiple of 16, the longest R1/R2 interval)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     args = p.parse_args(argv)

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from psgan_fast import data
+from psgan_fast.data import datasets as data_sets, fetch as data_fetch
 from psgan_fast.data import DataVerificationError, IdxFormatError, mnist
 from test_data_idx import idx_bytes
 
@@ -39,7 +40,7 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PSGAN_FAST_CACHE", str(tmp_path / "cache"))
     for var in (data.MNIST.env, data.FASHION_MNIST.env):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(data_fetch, "FASHION_SYSTEM_DIR", tmp_path / "not-installed")
     return tmp_path / "cache"
 
 
@@ -61,9 +62,9 @@ def make_tiny(name: str, tmp_path: Path, monkeypatch) -> Tiny:
     attr, resolve = SETS[name]
     contents = {n: idx_bytes(list(s), bytes((i * 7 + k) % 256 for i in range(math.prod(s))))
                 for k, (n, s) in enumerate(TINY_SHAPES.items())}
-    spec = replace(getattr(data, attr), sha256={n: hashlib.sha256(c).hexdigest() for n, c in contents.items()},
+    spec = replace(getattr(data_sets, attr), sha256={n: hashlib.sha256(c).hexdigest() for n, c in contents.items()},
                    shapes=TINY_SHAPES)
-    monkeypatch.setattr(data, attr, spec)
+    monkeypatch.setattr(data_sets, attr, spec)
     mirror = tmp_path / f"mirror-{name}"
     mirror.mkdir()
     for n, c in contents.items():
@@ -225,7 +226,7 @@ def test_debian_fallback_downloads_and_unpacks_the_package(tiny, tmp_path, monke
 def test_debian_fallback_without_package_lists(tiny, tmp_path, monkeypatch, root):
     log = debian_stand_ins(tmp_path, fake_deb(tiny, tmp_path, tiny.contents), needs_update=True)
     only_on_path(monkeypatch, tmp_path / "bin")
-    monkeypatch.setattr(data.os, "geteuid", lambda: 0 if root else 1000)
+    monkeypatch.setattr(data_fetch.os, "geteuid", lambda: 0 if root else 1000)
     if root:  # updates the lists and retries
         tiny.resolve(split="test", mirrors=[])
         assert log.read_text().split() == ["download", "dataset-fashion-mnist", "update", "-qq",
@@ -251,7 +252,7 @@ def test_an_installed_debian_package_is_copied_without_apt(tiny, tmp_path, monke
     installed.mkdir()
     for n, c in tiny.contents.items():
         (installed / f"{n}.gz").write_bytes(gzip.compress(c))
-    monkeypatch.setattr(data, "FASHION_SYSTEM_DIR", installed)
+    monkeypatch.setattr(data_fetch, "FASHION_SYSTEM_DIR", installed)
     only_on_path(monkeypatch, tmp_path / "empty-bin", keep_system=False)
     images, _ = tiny.resolve(split="train", mirrors=[])
     assert images == tiny.folder / "train-images-idx3-ubyte.gz"
@@ -264,7 +265,7 @@ def test_an_installed_debian_package_is_copied_without_apt(tiny, tmp_path, monke
 def test_fetch_command_fetches_several_data_sets(tmp_path, monkeypatch, cache, capsys):
     for name, (attr, _) in SETS.items():
         t = make_tiny(name, tmp_path, monkeypatch)
-        monkeypatch.setattr(data, attr, replace(t.spec, mirrors=(f"file://{t.mirror}/",)))
+        monkeypatch.setattr(data_sets, attr, replace(t.spec, mirrors=(f"file://{t.mirror}/",)))
     assert data.main(["fetch", "--dataset", "mnist", "fashion-mnist"]) == 0
     out = capsys.readouterr().out
     assert "mnist test: 3 items, verified (SHA-256)" in out and "fashion-mnist train: 6 items, verified" in out

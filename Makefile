@@ -60,7 +60,7 @@ venv: $(VENV_DIR)/.complete
 install: venv .make/installed
 
 # Everything the test suite reads: MNIST and Fashion-MNIST, found or fetched
-# into the cache and verified (see psgan_fast/data.py for the sources).
+# into the cache and verified (see psgan_fast/data/fetch.py and datasets.py for the sources).
 data: install
 	$(PY) -m psgan_fast.data fetch --dataset mnist fashion-mnist
 

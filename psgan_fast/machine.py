@@ -56,8 +56,12 @@ def device_name(device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
 
 
-def versions() -> dict:
-    """psgan_fast, Python, torch, numpy, the platform and torch-fidelity."""
+def versions(optional: tuple[str, ...] = ("torch_fidelity",), missing: Optional[str] = "unavailable") -> dict:
+    """psgan_fast, Python, torch, numpy, the platform, and the `optional`
+    packages' versions (a package that does not import gets `missing`, or
+    no key when `missing` is None)."""
+    import importlib
+
     import numpy
     import torch
 
@@ -65,12 +69,12 @@ def versions() -> dict:
 
     v = {"psgan_fast": __version__, "python": platform.python_version(), "torch": torch.__version__,
          "numpy": numpy.__version__, "platform": platform.platform()}
-    try:
-        import torch_fidelity
-
-        v["torch_fidelity"] = torch_fidelity.__version__
-    except Exception:  # noqa: BLE001 - reported as unavailable
-        v["torch_fidelity"] = "unavailable"
+    for name in optional:
+        try:
+            v[name] = importlib.import_module(name).__version__
+        except Exception:  # noqa: BLE001 - an optional package
+            if missing is not None:
+                v[name] = missing
     return v
 
 

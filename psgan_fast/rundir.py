@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Collection, Optional
 from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast.config import ConfigError, TrainConfig, flag_of, validate
 from psgan_fast.fsutil import DirLock, LockHeld
+from psgan_fast.machine import versions as machine_versions
 
 # Fields a resumed run may change when given (recorded in config.json's
 # history); RELOCATABLE ones say where the run continues, not what it
@@ -178,20 +178,8 @@ def pick_checkpoint(run_dir: Path, cfg: TrainConfig, *, steps_per_epoch: int,
 
 
 def versions() -> dict[str, str]:
-    import numpy
-    import torch
-
-    from psgan_fast import __version__
-
-    v = {"psgan_fast": __version__, "python": platform.python_version(), "torch": torch.__version__,
-         "numpy": numpy.__version__, "platform": platform.platform()}
-    try:
-        import triton
-
-        v["triton"] = triton.__version__
-    except Exception:  # noqa: BLE001 - triton is optional
-        pass
-    return v
+    """What config.json records: `machine.versions` with Triton when it imports."""
+    return machine_versions(optional=("triton",), missing=None)
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, *, resolved: dict[str, Any], world_size: int, device: str,

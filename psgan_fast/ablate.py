@@ -224,7 +224,7 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
         f"says otherwise; mnist-lenet FID on {opts['samples']} samples per generator against MNIST train.",
         f"A generator is collapsed when one class holds > {MAX_CLASS_SHARE:.0%} of its samples or fewer "
         f"than {MIN_CLASSES} classes hold >= {MIN_CLASS_SHARE:.0%}. D acc: the share of groups in which D "
-        "picked the real image, per epoch (first -> last), chance 1/(N+1). ms/step: the last epoch's training "
+        "picked the real image in each epoch, first to last, beside chance 1/(N+1). ms/step: the last epoch's training "
         "time per step (wall clock on a shared machine: compare costs with `python -m psgan_fast.bench.ab`).", "",
         "| variant | changes (vs parent) | seed | union FID | per-generator FID | top class share per G "
         "| collapsed G | union class shares | D acc (chance) | ms/step 28px |",
@@ -237,7 +237,7 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
         tops = " / ".join(f"{g['top_share']:.0%} '{g['top_class']}'" for g in pg)
         shares = r["union_class_shares"]
         acc = r["d_accuracy"]
-        acc_txt = f"{acc[0]:.0%} -> {acc[-1]:.0%} ({r['chance']:.0%})" if acc else "—"
+        acc_txt = " → ".join(f"{a * 100:.0f}" for a in acc) + f"% ({r['chance']:.0%})" if acc else "—"
         lines.append(
             f"| {r['variant']} | {what}{f' ({parent})' if parent else ''} | {r['seed']} | {_fmt(r['fid'], 2)} "
             f"| {fids} | {tops} | {sum(g['collapsed'] for g in pg)}/{len(pg)} "

@@ -63,3 +63,11 @@ def test_bad_flags_name_themselves(capsys):
     with pytest.raises(SystemExit):
         ablate.main(["--out", "x", "--epochs", "2"])
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_table_shows_ds_accuracy_in_every_epoch_beside_chance():
+    g = {"fid": 12.0, "top_share": 0.3, "top_class": 1, "collapsed": False}
+    r = {"variant": "paper", "seed": 0, "fid": 11.0, "per_generator": [g, g], "union_class_shares": [0.1] * 10,
+         "d_accuracy": [0.861, 0.9604, 0.99], "chance": 1 / 3, "ms_per_step": 100.0}
+    table = ablate.render([r], {"generators": 2, "epochs": 3, "batches": 4, "samples": 10})
+    assert "| 86 → 96 → 99% (33%) |" in table

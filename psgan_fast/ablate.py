@@ -40,7 +40,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from psgan_fast.fsutil import atomic_write_text, read_jsonl
+from psgan_fast.fsutil import atomic_write_text
+from psgan_fast.runlog import d_picks_real_per_epoch, epoch_records
 
 RESULT_VERSION = 1
 # The no-wasted-generator rule: the most frequent class at most this share ...
@@ -127,8 +128,8 @@ def verdict(hist: Sequence[int]) -> dict[str, Any]:
 
 def _epoch_stats(run_dir: Path, n: int) -> tuple[list[float], Optional[float]]:
     """D's accuracy per epoch and ms per step in the last epoch."""
-    recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"]
-    acc = [float(r["case_real"]) for r in recs if "case_real" in r]
+    recs = epoch_records(run_dir)
+    acc = d_picks_real_per_epoch(run_dir)
     ms = None
     if len(recs) >= 2:
         a, b = recs[-2], recs[-1]

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from psgan_fast.fsutil import read_jsonl
+from psgan_fast.runlog import epoch_records
 from psgan_fast.reproduce.common import EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES, ROW_IDS, SAMPLE_FIGURES, run_name
 from psgan_fast.reproduce.state import Plan
 
@@ -29,7 +30,7 @@ def make_figures(out: Path, plan: Plan) -> dict[str, str]:
     made: dict[str, str] = {}
     epochs = int(plan.schedule.epochs)
     for stem, fig, row in LOSS_FIGURES:
-        recs = [r for r in read_jsonl(_seed0_run(out, plan, row) / "metrics.jsonl") if r.get("kind") == "epoch"]
+        recs = epoch_records(_seed0_run(out, plan, row))
         if recs:
             save_loss_plot(figdir / f"{stem}.png", recs, f"Fig. {fig}: {LABELS[row]}, average loss per epoch")
             made[stem] = f"figures/{stem}.png"

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Optional
 
 from psgan_fast import paper
-from psgan_fast.fsutil import atomic_write_text, read_jsonl
+from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.machine import git_commit
+from psgan_fast.runlog import d_picks_real_per_epoch
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
                                         ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
@@ -17,20 +18,6 @@ from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_
 from psgan_fast.reproduce.figures import make_figures
 from psgan_fast.reproduce.run import run_status, train_seconds
 from psgan_fast.reproduce.state import Context, Plan, seeds_of
-
-
-def d_picks_real_per_epoch(run_dir: Path) -> list[float]:
-    """PS-GAN: the share of groups in which D picked the real image, for
-    each finished epoch in order (``case_real`` of the epoch records: the
-    trainer's mean over every step of the epoch, which is the steps-weighted
-    mean of that epoch's logged step windows); [] for the baselines, whose
-    logs carry no such share, and for a run without a finished epoch."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    by_epoch = {int(r["epoch"]): float(r["case_real"]) for r in read_jsonl(path)
-                if r.get("kind") == "epoch" and "case_real" in r}
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def d_right_share(run_dir: Path) -> Optional[float]:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Optional, Sequence
 
-from psgan_fast.fsutil import read_jsonl
+from psgan_fast.runlog import epoch_records
 from psgan_fast.reproduce.common import BATCH_SIZE, ROWS, ReproError, _log, _read_json, _write_json, run_name
 from psgan_fast.reproduce.state import Context, Plan
 
@@ -124,7 +124,7 @@ def train_parallel(out: Path, plan: Plan, runs: Sequence[tuple[str, int]], jobs:
 
 def train_seconds(run_dir: Path) -> Optional[float]:
     """Cumulative training seconds of a run (its last epoch record)."""
-    recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("kind") == "epoch"]
+    recs = epoch_records(run_dir)
     return float(recs[-1]["train_seconds"]) if recs else None
 
 

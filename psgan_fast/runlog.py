@@ -1,0 +1,30 @@
+"""What a run's ``metrics.jsonl`` says, read back by the tools that score
+runs (`psgan_fast.ablate`, `psgan_fast.reproduce`). Torch-free.
+
+The trainer appends one record per line; ``"kind": "epoch"`` records close
+an epoch and carry the epoch's mean losses and extras (PS-GAN's
+``case_real``: the share of groups in which D picked the real image) and
+the cumulative ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psgan_fast.fsutil import read_jsonl
+
+
+def epoch_records(run_dir: Path) -> list[dict]:
+    """The run's epoch records in file order ([] without a log)."""
+    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("kind") == "epoch"]
+
+
+def d_picks_real_per_epoch(run_dir: Path) -> list[float]:
+    """PS-GAN: the share of groups in which D picked the real image, for
+    each finished epoch in order (``case_real`` of the epoch records: the
+    trainer's mean over every step of the epoch, which is the steps-weighted
+    mean of that epoch's logged step windows; an epoch logged twice counts
+    once, its last record); [] for the baselines, whose logs carry no such
+    share, and for a run without a finished epoch."""
+    by_epoch = {int(r["epoch"]): float(r["case_real"]) for r in epoch_records(run_dir) if "case_real" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]

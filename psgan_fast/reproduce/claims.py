@@ -38,12 +38,17 @@ def _paper_ratio(row: str) -> str:
 TIE = 0.02
 
 
+def _within_tie(ma: float, mb: float) -> bool:
+    """Two means closer than TIE of their size."""
+    return abs(ma - mb) <= TIE * max(abs(ma), abs(mb))
+
+
 def _compare(a: tuple, b: tuple, k: int) -> str:
     """'<', '>' or '≈' for (mean, sd) pairs: a tie when the gap is under TIE
     of their size, or (several seeds) under twice the combined seed spread."""
     (ma, sa), (mb, sb) = a, b
     gap = ma - mb
-    if abs(gap) <= TIE * max(abs(ma), abs(mb)):
+    if _within_tie(ma, mb):
         return "≈"
     if k > 1 and sa is not None and sb is not None and abs(gap) <= 2 * math.sqrt(sa ** 2 + sb ** 2):
         return "≈"
@@ -250,8 +255,7 @@ def _at_or_below(a: tuple, b: tuple, k: int, other: str) -> tuple[bool, str]:
     met = a[0] <= b[0]
     if c != "≈":
         return met, f"{'below' if c == '<' else 'above'} {other}"
-    within_tie = abs(a[0] - b[0]) <= TIE * max(abs(a[0]), abs(b[0]))  # else: within twice the seed spread
-    noise = f"{TIE:.0%}" if within_tie else "seed noise"
+    noise = f"{TIE:.0%}" if _within_tie(a[0], b[0]) else "seed noise"  # else: within twice the seed spread
     side = "below" if a[0] < b[0] else "equal" if a[0] == b[0] else "above"
     return met, f"tied with {other} within {noise}, mean {side}"
 

@@ -16,10 +16,11 @@ names its recipe classes).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional
+from typing import Any, Optional
 
 UPDATES = ("simultaneous", "alternating")  # D and G from one forward of D | D steps, then G against the new D
 D_ARCHS = ("paper", "deep")  # PS-GAN's discriminator (psgan_fast.stages.Discriminator)
@@ -65,6 +66,19 @@ class LossSpec:
         if d_gate is not None or g_gate is not None:
             raise ValueError("the gates (d_gate, g_gate) apply only to the group-softmax losses")
         return self.function()
+
+    def resolved(self, cfg: Any) -> "LossSpec":
+        """This spec with each knob the config sets (a TrainConfig field of
+        the same name that is not None) in place of the spec's own value, and
+        `d_skips` settled (as `skips` unless set). The gates stay the spec's:
+        `loss_fn(cfg.d_gate, cfg.g_gate)` binds them and checks they apply."""
+        over = {k: getattr(cfg, k) for k in CONFIG_KNOBS if getattr(cfg, k) is not None}
+        spec = dataclasses.replace(self, **over)
+        return spec if spec.d_skips is not None else dataclasses.replace(spec, d_skips=spec.skips)
+
+
+# The LossSpec knobs a TrainConfig field of the same name overrides (`LossSpec.resolved`).
+CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "update", "d_arch", "skips", "d_skips")
 
 
 LOSSES = {

@@ -4,6 +4,7 @@ computation, the alternating update against a hand-written one, and the
 literal `ps` rule unchanged by the variants' code."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -366,3 +367,15 @@ def test_d_skips_turns_off_the_discriminators_half_of_the_skip_networks():
     assert set(r.modules()["D"].from_image) == {"28"}
     both = make(n=1, loss="rps-r1r2-skips")
     assert both.modules()["D"].skips and set(both.modules()["D"].from_image) == {"28", "14", "7"}
+
+
+def test_resolved_spec_takes_the_configs_knobs_and_settles_d_skips():
+    spec = get_spec("rps-r1r2-skips")
+    same = spec.resolved(config.TrainConfig())
+    assert same == dataclasses.replace(spec, d_skips=True)  # nothing set: the spec's, D's skips as G's
+    cfg = config.TrainConfig(r1=0.5, reg_every=8, reg_batch=32, skips=False, d_gate=0.5)
+    got = spec.resolved(cfg)
+    assert (got.r1, got.r2, got.reg_every, got.reg_batch, got.skips, got.d_skips) == (0.5, 0.1, 8, 32, False, False)
+    assert got.d_gate == spec.d_gate  # the gates are bound by loss_fn, not here
+    assert spec.resolved(config.TrainConfig(d_skips=False)).skips and not spec.resolved(
+        config.TrainConfig(d_skips=False)).d_skips

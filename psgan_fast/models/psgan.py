@@ -113,13 +113,10 @@ class _StageNets:
             raise ValueError(f"PS-GAN needs at least one generator, got {n}")
         device = torch.device(device)
         s = net_settings(cfg, device.type)
-        spec = get_spec(cfg.loss)  # a knob the config sets overrides the spec's own value
-        skips = bool(spec.skips if cfg.skips is None else cfg.skips)
-        d_skips = next((v for v in (cfg.d_skips, spec.d_skips) if v is not None), skips)
+        spec = get_spec(cfg.loss).resolved(cfg)  # a knob the config sets overrides the spec's own value
         return cls(seed=cfg.seed, n=n, resolutions=stage_resolutions(image_size), latent_dim=s.latent_dim,
-                   channels=channels, width=s.width, skips=skips, d_skips=bool(d_skips),
-                   d_arch=spec.d_arch if cfg.d_arch is None else cfg.d_arch, device=device,
-                   channels_last=s.channels_last)
+                   channels=channels, width=s.width, skips=bool(spec.skips), d_skips=bool(spec.d_skips),
+                   d_arch=spec.d_arch, device=device, channels_last=s.channels_last)
 
     def init_seed(self, stage: int, net: int) -> int:
         return (self.seed * 1_000_003 + stage * 1_009 + net) % (2 ** 63)
@@ -158,14 +155,13 @@ class PSGANRecipe(Recipe):
         self.lr, self.betas = s.lr, s.betas
         # The update rule: a registered spec (psgan_fast.registry.LOSSES) with
         # any knob the config sets explicitly overriding the spec's own value.
-        spec = get_spec(cfg.loss)
-        self.spec = spec
-        self.loss_fn = spec.loss_fn(cfg.d_gate, cfg.g_gate)
-        self.r1 = float(spec.r1 if cfg.r1 is None else cfg.r1)
-        self.r2 = float(spec.r2 if cfg.r2 is None else cfg.r2)
-        self.reg_every = int(spec.reg_every if cfg.reg_every is None else cfg.reg_every)
-        self.reg_batch = spec.reg_batch if cfg.reg_batch is None else int(cfg.reg_batch)
-        self.update = spec.update if cfg.update is None else cfg.update
+        self.spec = get_spec(cfg.loss)
+        self.loss_fn = self.spec.loss_fn(cfg.d_gate, cfg.g_gate)
+        knobs = self.spec.resolved(cfg)
+        self.r1, self.r2 = float(knobs.r1), float(knobs.r2)
+        self.reg_every = int(knobs.reg_every)
+        self.reg_batch = None if knobs.reg_batch is None else int(knobs.reg_batch)
+        self.update = knobs.update
         self.d_arch, self.skips = nets.d_arch, nets.skips
         if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1 or (self.reg_batch is not None and self.reg_batch < 1):
             raise ValueError(f"r1 and r2 must be >= 0, reg_every and reg_batch >= 1, got r1={self.r1}, "

@@ -30,7 +30,8 @@ import torch
 
 from psgan_fast.bench.cpu_runtime import configure_cpu
 from psgan_fast.config import ModelOptions
-from psgan_fast.bench.timing import STAGES, load_average, make_recipe
+from psgan_fast.bench.timing import STAGES, make_recipe
+from psgan_fast.machine import load_average
 
 
 def run(rows: Sequence[str], precisions: Sequence[str], stages: Sequence[int], variants: Sequence[dict],

@@ -44,11 +44,8 @@ import torch
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.data import BatchStream, mnist, to_float
-# Old homes of the machine's description and the paper's Table 4 (psgan_fast.machine, psgan_fast.paper).
-from psgan_fast.machine import git_commit, load_average, machine_info  # noqa: F401
 from psgan_fast.models import build_recipe
 from psgan_fast.paper import TABLE3
-from psgan_fast.paper import TABLE4_RATIOS as TABLE4  # noqa: F401
 
 # Table 3's PS-GAN rows are the paper's method: Algorithm 2 read literally.
 ROW_LOSS = {"psgan-g1": "ps", "psgan-g2": "ps", "psgan-g3": "ps"}

@@ -59,6 +59,7 @@ class ModelOptions:
     latent_dim: Optional[int] = None     # every model: size of the noise vector z
     channels_last: Optional[bool] = None  # every model: NHWC networks (default: on where measured faster)
     d_backward: Optional[str] = None     # psgan: "routed" | "two-pass" (default: routed; two-pass when compiling)
+    penalty_grad: Optional[str] = None   # psgan: R1/R2's input gradient, "chain" | "autograd" (default chain)
     sn_impl: Optional[str] = None        # sngan: spectral norm kernel "auto" | "triton" | "ref" (default auto)
     sngan_loss: Optional[str] = None     # sngan: "hinge" | "bce" (default hinge)
     mbstd_group: Optional[int] = None    # progan: minibatch-std group size (default 4)

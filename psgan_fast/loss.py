@@ -167,19 +167,27 @@ def group_loss(logits: torch.Tensor, *, d_gate: float = 0.0, g_gate: bool = True
     return LossOutput(d_loss, g_losses_t.mean(), g_losses_t, _shares(choice, n_plus_1))
 
 
-def gradient_sq_norms(disc, images: torch.Tensor) -> torch.Tensor:
+def gradient_sq_norms(disc, images: torch.Tensor, *, chain: bool = False) -> torch.Tensor:
     """||grad_x D(x)||^2 for each image of the batch `images` ([B] float32),
     differentiable in D's parameters (double backward). D scores each image
     alone (no normalisation), so one pass over a concatenated batch gives
     each part's norms exactly as separate passes would: the recipe runs R1's
-    real images and R2's fakes as ONE pass. Runs its own forward of D
-    without autocast (a plain fp32 pass; the routed single backward does not
-    cover input gradients of gradients)."""
+    real images and R2's fakes as ONE pass. Runs its own pass of D without
+    autocast (plain fp32; the routed single backward does not cover input
+    gradients of gradients).
+
+    chain=False (the reference): autograd's gradient with create_graph.
+    chain=True: D's own written-out backward, ``disc.input_gradient(x)``
+    (`psgan_fast.stages.Discriminator`): the same values, about half the
+    cost of the double backward on the CPU (docs/results/cost.md)."""
     dtype = next(disc.parameters()).dtype  # fakes made under bf16 autocast come back to D's dtype
-    x = images.detach().to(dtype).requires_grad_(True)
+    x = images.detach().to(dtype)
     with torch.autocast(x.device.type, enabled=False):
-        out = disc(x)
-    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        if chain:
+            grad = disc.input_gradient(x)
+        else:
+            x.requires_grad_(True)
+            (grad,) = torch.autograd.grad(disc(x).sum(), x, create_graph=True)
     return grad.pow(2).flatten(1).sum(1)
 
 

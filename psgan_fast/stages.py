@@ -246,6 +246,67 @@ class Discriminator(nn.Module):
         return routed_linear(flat, weight, fc.bias, route).squeeze(1)
 
 
+    def input_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """d(sum of the logits)/dx for images `x` [B, C, r, r]: each image's
+        gradient of its own logit (D scores every image alone), differentiable
+        in D's weights - what R1/R2 penalise.
+
+        The same values as ``torch.autograd.grad(D(x).sum(), x,
+        create_graph=True)`` (tests/test_psgan_variants.py checks them and the
+        penalty's weight gradients), computed as D's backward written out: a
+        forward without autograd keeps each LeakyReLU's pre-activation, then
+        the chain runs back with ``conv_transpose2d`` of the gradient by each
+        layer's weight, every slope taken as the constant it is almost
+        everywhere. Autograd's own route differentiates its convolution
+        backward by a second-order rule that, on the CPU, computes the weight
+        gradient as a convolution with the batch as channels and the feature
+        map as the kernel (half of the penalty pass in a profile); the
+        written-out chain's weight gradients are ordinary convolution
+        backward. Measured in `psgan_fast.bench.cost` ("R1/R2 by autograd")."""
+        slope = 0.2
+        pre: dict[str, torch.Tensor] = {}  # each LeakyReLU's input, by layer name
+        with torch.no_grad():
+            image = x
+            pre["from"] = self.from_image[str(self.resolution)](x)
+            h = nn.functional.leaky_relu(pre["from"], slope)
+            for res, m in self.down.items():
+                if res in self.mid:
+                    pre[f"mid.{res}"] = self.mid[res](h)
+                    h = nn.functional.leaky_relu(pre[f"mid.{res}"], slope)
+                pre[f"down.{res}"] = m(h)
+                h = nn.functional.leaky_relu(pre[f"down.{res}"], slope)
+                if self.skips:
+                    image = nn.functional.avg_pool2d(image, 2)
+                    key = str(image.shape[-1])
+                    pre[f"from.{key}"] = self.from_image[key](image)
+                    h = h + nn.functional.leaky_relu(pre[f"from.{key}"], slope)
+            pre["head"] = self.head["conv"](h)
+
+        def back(g: torch.Tensor, name: str, m: nn.Conv2d) -> torch.Tensor:
+            g = torch.ops.aten.leaky_relu_backward(g, pre[name], slope, False)
+            return nn.functional.conv_transpose2d(g, m.weight, stride=m.stride, padding=m.padding)
+
+        b, c = x.shape[0], self.head["conv"].out_channels
+        r = pre["head"].shape[-1]
+        g = self.head["fc"].weight.view(1, c, r, r).expand(b, c, r, r)
+        if pre["head"].is_contiguous(memory_format=torch.channels_last):
+            g = g.contiguous(memory_format=torch.channels_last)
+        g = back(g, "head", self.head["conv"])
+        image_grad = None  # the gradient reaching the downsampled images, at the current level
+        for res in reversed(list(self.down)):
+            if self.skips:
+                key = str(int(res) // 2)
+                gi = back(g, f"from.{key}", self.from_image[key])
+                image_grad = gi if image_grad is None else image_grad + gi
+                # avg_pool2d(2)'s adjoint: each input pixel gets a quarter of its output's gradient
+                image_grad = nn.functional.interpolate(image_grad, scale_factor=2, mode="nearest") * 0.25
+            g = back(g, f"down.{res}", self.down[res])
+            if res in self.mid:
+                g = back(g, f"mid.{res}", self.mid[res])
+        g = back(g, "from", self.from_image[str(self.resolution)])
+        return g if image_grad is None else g + image_grad
+
+
 def build_generator(stage: int, *, image_size: int = 28, channels: int = 1,
                     latent_dim: int = LATENT_DIM, width: int = WIDTH,
                     num_stages: int = NUM_STAGES) -> Generator:

@@ -22,7 +22,7 @@ EXTRA = {"width": 16, "latent_dim": 8}
 
 def make(n=2, stage_epochs=(0, 0, 1), **kw):
     cfg = TrainConfig(generators=n, stage_epochs=stage_epochs, epochs=sum(stage_epochs), seed=3,
-                      extra=dict(EXTRA), **kw)
+                      extra=kw.pop("extra", dict(EXTRA)), **kw)
     r = PSGANRecipe(cfg, image_size=28, channels=1, steps_per_epoch=4, device=CPU)
     r.begin_epoch(0)
     return r
@@ -117,6 +117,56 @@ def test_gradient_penalty_value_and_parameter_gradient():
             w[idx] += eps
         assert gw[idx].item() == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-10)
 
+
+
+@pytest.mark.parametrize("arch", ["paper", "deep"])
+@pytest.mark.parametrize("skips", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_written_out_input_gradient_matches_autograd(arch, skips, channels_last):
+    # Discriminator.input_gradient (R1/R2's fast path) against autograd's
+    # create_graph gradient: the same per-image input gradients and the same
+    # weight gradients of the squared norm (the double backward), at every stage.
+    for stage in range(3):
+        torch.manual_seed(stage)
+        disc = Discriminator(stage, stage_resolutions(28), width=16, arch=arch, skips=skips).double()
+        for prm in disc.parameters():  # away from the zero-initialised top block of a skip D
+            torch.nn.init.normal_(prm, std=0.3)
+        r = stage_resolutions(28)[stage]
+        x = torch.rand(4, 1, r, r, dtype=torch.float64) * 2 - 1
+        if channels_last:
+            disc, x = disc.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        xi = x.clone().requires_grad_(True)
+        (want,) = torch.autograd.grad(disc(xi).sum(), xi, create_graph=True)
+        got = disc.input_gradient(x)
+        assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+        weights = [prm for name, prm in disc.named_parameters() if name.endswith("weight")]
+        gw_want = torch.autograd.grad(want.pow(2).sum(), weights)
+        gw_got = torch.autograd.grad(got.pow(2).sum(), weights)
+        for a, b in zip(gw_got, gw_want):
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_penalty_by_the_written_out_chain_equals_autograds():
+    # The recipe's default penalty_grad "chain" and the "autograd" reference
+    # leave the same gradient in D (the recommended default: skip networks).
+    grads = {}
+    for how in ("chain", "autograd"):
+        torch.manual_seed(5)
+        r = make(n=2, extra={**EXTRA, "penalty_grad": how})
+        disc = r.modules()["D"]
+        for prm in disc.parameters():
+            torch.nn.init.normal_(prm, std=0.1)
+        real = real_batch(seed=3)
+        fakes = [torch.rand(real.shape, generator=torch.Generator().manual_seed(s)) * 2 - 1 for s in (7, 8)]
+        extras = {}
+        r._penalty(real, fakes, extras)
+        grads[how] = (torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten()
+                                 for p in disc.parameters()]), extras)
+    (a, ea), (b, eb) = grads["chain"], grads["autograd"]
+    assert a.abs().sum() > 0 and torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(ea["r1"], eb["r1"]) and torch.allclose(ea["r2"], eb["r2"])
+    with pytest.raises(ValueError, match="penalty_grad"):
+        make(n=1, extra={**EXTRA, "penalty_grad": "finite-differences"})
 
 # (d_loss, g_losses) of 3 epochs x 3 steps (7, 14, 28 px) and the sum of all
 # parameters after them, for N = 1 and 2, recorded at commit 8ad6b94 (before

@@ -15,7 +15,8 @@ same run.
 
 The configurations decompose the recommended default one ingredient at a
 time: ps -> rps (gates off) -> + skip networks -> + R1/R2 (= the default),
-then the cheaper trade-offs the ablation scored (docs/results/ablation.md):
+the default with R1/R2's input gradient by autograd (the reference for D's
+written-out chain, same values), then the cheaper trade-offs the ablation scored (docs/results/ablation.md):
 skips in G only, and R1/R2 less often on fewer images.
 """
 
@@ -28,7 +29,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from psgan_fast.config import RECOMMENDED_LOSS, TrainConfig
+from psgan_fast.config import RECOMMENDED_LOSS, ModelOptions, TrainConfig
 from psgan_fast.fsutil import atomic_write_text
 
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
@@ -37,6 +38,9 @@ CONFIGS = (
     ("rps (gates off)", {"loss": "rps"}),
     ("rps + skip networks", {"loss": "rps", "skips": True}),
     (f"{RECOMMENDED_LOSS} (the default)", {"loss": RECOMMENDED_LOSS}),
+    # The same update with R1/R2's input gradient by autograd's double backward
+    # instead of D's written-out chain (Discriminator.input_gradient): same values.
+    ("default, R1/R2 gradient by autograd", {"loss": RECOMMENDED_LOSS, "options": ModelOptions(penalty_grad="autograd")}),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-gskips / -lean8 / -lean16).
     ("default, skips in G only", {"loss": RECOMMENDED_LOSS, "d_skips": False}),
     ("... + R1/R2 every 8 on 32 + 32 images", {"loss": RECOMMENDED_LOSS, "d_skips": False, "reg_every": 8,

@@ -60,7 +60,8 @@ Command: ``PYTHONPATH=. python -m psgan_fast.bench.psgan_throughput --threads 1`
 Options read from `cfg.options` (`psgan_fast.config.ModelOptions`; tests
 and experiments): width, latent_dim and channels_last (defaults: the
 model's row of `psgan_fast.models.RECIPES`), d_backward ("routed" or
-"two-pass"; default routed, two-pass when compiling).
+"two-pass"; default routed, two-pass when compiling), penalty_grad ("chain"
+or "autograd": how R1/R2 get D's input gradient; default chain).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ from psgan_fast.stages import Discriminator, Generator, StageSchedule, stage_res
 log = logging.getLogger(__name__)
 
 D_BACKWARDS = ("routed", "two-pass")  # ModelOptions.d_backward
+PENALTY_GRADS = ("chain", "autograd")  # ModelOptions.penalty_grad: R1/R2's input gradient (loss.gradient_sq_norms)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,12 @@ class PSGANRecipe(Recipe):
         if mode not in D_BACKWARDS:
             raise ValueError(f"d_backward must be 'routed' or 'two-pass', got {mode!r}")
         self.routed = mode == "routed" and self.update == "simultaneous"
+        # R1/R2's input gradient: D's written-out backward ("chain", the same
+        # values at about half the cost) or autograd's double backward.
+        penalty_grad = cfg.options.penalty_grad or PENALTY_GRADS[0]
+        if penalty_grad not in PENALTY_GRADS:
+            raise ValueError(f"penalty_grad must be one of {', '.join(PENALTY_GRADS)}, got {penalty_grad!r}")
+        self.penalty_chain = penalty_grad == "chain"
 
         self._begun = False        # has begin_epoch run since construction?
         self._epoch: Optional[int] = None  # the epoch of the last begin_epoch
@@ -286,7 +294,7 @@ class PSGANRecipe(Recipe):
             real = real[:self.reg_batch]
             fakes = [f[:-(-self.reg_batch // self.n)] for f in fakes]
         parts = ([real] if self.r1 > 0 else []) + ([f.detach() for f in fakes] if self.r2 > 0 else [])
-        norms = gradient_sq_norms(self._D, torch.cat([p.to(real.dtype) for p in parts]))
+        norms = gradient_sq_norms(self._D, torch.cat([p.to(real.dtype) for p in parts]), chain=self.penalty_chain)
         total = norms.new_zeros(())
         if self.r1 > 0:
             r1 = norms[:real.shape[0]].mean()

@@ -88,9 +88,12 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                            {"reg_every": 16, "reg_batch": 32}),
     "recommended-beta0": ("recommended", "Adam betas (0, 0.99) as R3GAN", {"betas": (0.0, 0.99)}),
     "recommended-gamma1": ("recommended", "R1/R2 gamma 1 instead of 0.1", {"r1": 1.0, "r2": 1.0}),
+    "recommended-beta0-lean8": ("recommended-beta0", "skips in G only, R1/R2 every 8 steps on 32 real images "
+                                "and 32 fakes (as recommended-lean8)", {"d_skips": False, "reg_every": 8, "reg_batch": 32}),
     "bce": ("paper", "non-saturating BCE, no N+1 decision", {"loss": "bce"}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
+    "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),
 }
 
 

@@ -46,6 +46,7 @@ class LossSpec:
     d_skips: Optional[bool] = None  # D's image inputs at every level (None: as `skips`)
     reg_every: int = 4     # lazy R1/R2: every K steps, weighted by K
     reg_batch: Optional[int] = None  # R1 on this many real images, R2 on this many fakes (None: all)
+    betas: Optional[tuple[float, float]] = None  # Adam's betas for every network (None: the model's, models.RECIPES)
     summary: str = ""
 
     @property
@@ -78,7 +79,7 @@ class LossSpec:
 
 
 # The LossSpec knobs a TrainConfig field of the same name overrides (`LossSpec.resolved`).
-CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "update", "d_arch", "skips", "d_skips")
+CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "update", "d_arch", "skips", "d_skips", "betas")
 
 
 LOSSES = {

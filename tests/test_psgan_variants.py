@@ -429,3 +429,20 @@ def test_resolved_spec_takes_the_configs_knobs_and_settles_d_skips():
     assert got.d_gate == spec.d_gate  # the gates are bound by loss_fn, not here
     assert spec.resolved(config.TrainConfig(d_skips=False)).skips and not spec.resolved(
         config.TrainConfig(d_skips=False)).d_skips
+
+
+def test_a_specs_adam_betas_apply_unless_the_config_sets_its_own(monkeypatch):
+    # LossSpec.betas: the spec's Adam betas for every network; --betas wins;
+    # a spec without betas keeps the model's (models.RECIPES).
+    from psgan_fast import registry
+    from psgan_fast.models import defaults_of
+
+    spec = dataclasses.replace(LOSSES["rps"], betas=(0.0, 0.99))
+    monkeypatch.setitem(registry.LOSSES, "rps", spec)
+    r = make(n=2, loss="rps")
+    assert all(o.param_groups[0]["betas"] == (0.0, 0.99) for o in r.optimizers().values())
+    assert "betas=(0.0, 0.99)" in r._describe()
+    r = make(n=2, loss="rps", betas=(0.3, 0.9))
+    assert all(o.param_groups[0]["betas"] == (0.3, 0.9) for o in r.optimizers().values())
+    r = make(n=2, loss="ps")
+    assert all(o.param_groups[0]["betas"] == defaults_of("psgan").betas for o in r.optimizers().values())

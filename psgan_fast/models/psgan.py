@@ -163,6 +163,8 @@ class PSGANRecipe(Recipe):
         self.r1, self.r2 = float(knobs.r1), float(knobs.r2)
         self.reg_every = int(knobs.reg_every)
         self.reg_batch = None if knobs.reg_batch is None else int(knobs.reg_batch)
+        if knobs.betas is not None:  # the spec's Adam betas, unless the config sets its own (net_settings)
+            self.betas = tuple(float(b) for b in knobs.betas)
         self.update = knobs.update
         self.d_arch, self.skips = nets.d_arch, nets.skips
         if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1 or (self.reg_batch is not None and self.reg_batch < 1):
@@ -391,4 +393,4 @@ class PSGANRecipe(Recipe):
         g_params = sum(p.numel() for p in self._gens[0].parameters())
         d_params = sum(p.numel() for p in self._D.parameters())
         return (f"stage {self._stage}: {res}x{res}, {self.n} generator(s) of {g_params:,} params, "
-                f"D {d_params:,} params, parallel={self._runner.mode}")
+                f"D {d_params:,} params, parallel={self._runner.mode}, Adam lr={self.lr:g} betas={self.betas}")

@@ -91,6 +91,10 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "recommended-beta0-lean8": ("recommended-beta0", "skips in G only, R1/R2 every 8 steps on 32 real images "
                                 "and 32 fakes (as recommended-lean8)", {"d_skips": False, "reg_every": 8, "reg_batch": 32}),
     "bce": ("paper", "non-saturating BCE, no N+1 decision", {"loss": "bce"}),
+    "recommended-beta0-gskips": ("recommended-beta0", "skips in G only: D without image inputs below the top",
+                                 {"d_skips": False}),
+    "recommended-beta0-lean8x64": ("recommended-beta0-gskips", "R1/R2 every 8 steps on 64 real images and 64 fakes",
+                                   {"reg_every": 8, "reg_batch": 64}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

@@ -19,6 +19,11 @@ Rules (the same for every `--model`):
 * BatchNorm: in training mode, batch statistics are computed over the
   global batch (sums all-reduced, differentiably), as SyncBatchNorm does on
   GPUs (torch's SyncBatchNorm does not run on the CPU).
+* Ranks out of step: every rank must issue the same collectives in the
+  same order. A rank that waits in a collective longer than
+  $PSGAN_FAST_DIST_TIMEOUT seconds (default 1800) fails with gloo's
+  "Timed out waiting" error and a traceback through that collective,
+  rather than hanging (`collective_timeout`).
 * Only rank 0 writes the run directory (config, metrics, samples, plots,
   checkpoints); every rank holds identical weights.
 * Resume: a checkpoint does not depend on the world size. A run may resume
@@ -30,6 +35,7 @@ Rules (the same for every `--model`):
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional
@@ -37,6 +43,30 @@ from typing import Iterable, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
+
+
+TIMEOUT_ENV = "PSGAN_FAST_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0  # torch's own default for gloo; far above any one collective
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a rank waits in one collective before it fails with an error
+    instead of hanging: $PSGAN_FAST_DIST_TIMEOUT seconds, default 1800 (30
+    min). Ranks that have fallen out of step (one waits in a collective the
+    others never issue) then stop with gloo's "Timed out waiting ... ms"
+    error and a traceback through the collective, rather than forever.
+    Keep it far above the longest time rank 0 works alone between two
+    collectives (sample grids, checkpoints, --eval-every)."""
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None or raw.strip() == "":
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"${TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -68,7 +98,7 @@ def setup(device_pref: str = "auto") -> DistInfo:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=collective_timeout())
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
@@ -94,13 +124,33 @@ def average_gradients(params: Iterable[torch.Tensor], world_size: int) -> None:
         offset += n
 
 
+_SYNC_MARK = "_psgan_fast_gradient_sync"  # the hook's handle, kept on the optimiser itself
+
+
 def attach_gradient_sync(optimizer: torch.optim.Optimizer, world_size: int):
-    """Average gradients over ranks right before every `optimizer.step()`."""
+    """Average gradients over ranks right before every `optimizer.step()`.
+
+    Idempotent: an optimiser that already has the hook keeps its one hook.
+    The mark lives on the optimiser object. Never track hooked optimisers by
+    `id()`: once a stage switch frees the old optimisers, CPython may give a
+    new one the id of a freed one, and whether it does depends on each
+    process's heap, so one rank would skip the hook and stop issuing the
+    all-reduce the other ranks wait in (the intermittent two-rank hang)."""
+    handle = getattr(optimizer, _SYNC_MARK, None)
+    if handle is not None:
+        return handle
+
     def hook(opt, args, kwargs):
         average_gradients((p for g in opt.param_groups for p in g["params"]), world_size)
         return None
 
-    return optimizer.register_step_pre_hook(hook)
+    handle = optimizer.register_step_pre_hook(hook)
+    setattr(optimizer, _SYNC_MARK, handle)
+    return handle
+
+
+def has_gradient_sync(optimizer: torch.optim.Optimizer) -> bool:
+    return getattr(optimizer, _SYNC_MARK, None) is not None
 
 
 class _GlobalBatchNormMixin:

@@ -30,6 +30,7 @@ import math
 import platform
 import sys
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection, Optional, Sequence
@@ -130,11 +131,10 @@ class Trainer:
             self.recipe = build_recipe(self.cfg, image_size=h, channels=c, steps_per_epoch=self.steps_per_epoch,
                                        device=self.device)
         self.recipe.shard = (self.dist.rank, ws)
-        self._synced: set[int] = set()
         self.fixed_z = torch.randn(SAMPLE_COUNT, self.recipe.latent_dim,
                                    generator=torch.Generator().manual_seed(self.cfg.seed + 12345)).to(self.device)
         self.compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
-        self._compiled: set[int] = set()
+        self._compiled: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
         self.epoch_records: list[dict] = []
         self._lock: Optional[DirLock] = None
         self._notes: list[str] = []
@@ -184,19 +184,29 @@ class Trainer:
     def _begin_epoch(self, epoch: int) -> list[str]:
         with forked(derived_seed(self.cfg.seed, epoch), self.device):
             msgs = self.recipe.begin_epoch(epoch)
+        self._prepare_recipe()
+        return msgs
+
+    def _prepare_recipe(self) -> None:
+        """Make the recipe's current networks and optimisers ready to train
+        here: global BatchNorm and one gradient-sync hook per optimiser across
+        ranks, compiled modules. Run whenever the recipe may have built new
+        ones (begin_epoch, load_state). What is done is recorded on the
+        objects themselves (or in a WeakSet), never by id(): a stage switch
+        frees the old networks and optimisers, and CPython may hand a new
+        object the id of a freed one, on one rank and not another, so an id
+        record would leave that rank's new optimiser without its all-reduce
+        and hang the others."""
         if self.dist.enabled:
             for m in self.recipe.modules().values():
                 dist_mod.globalise_batchnorm(m)
             for opt in self.recipe.optimizers().values():
-                if id(opt) not in self._synced:
-                    dist_mod.attach_gradient_sync(opt, self.dist.world_size)
-                    self._synced.add(id(opt))
+                dist_mod.attach_gradient_sync(opt, self.dist.world_size)
         if self.compile:
             for m in self.recipe.modules().values():
-                if id(m) not in self._compiled:
+                if m not in self._compiled:
                     m.compile()
-                    self._compiled.add(id(m))
-        return msgs
+                    self._compiled.add(m)
 
     # ------------------------------------------------------------------ logs
 
@@ -255,6 +265,7 @@ class Trainer:
             train_seconds = float(doc.get("train_seconds", 0.0))
         except (KeyError, TypeError, ValueError) as e:
             raise ckpt_mod.CheckpointError(f"{ck}/state.json: unusable recipe state or sums ({e})") from None
+        self._prepare_recipe()  # load_state may have built the checkpoint's stage anew
         ckpt_mod.load_modules(ck, self.recipe.modules())
         ckpt_mod.load_training(ck, doc, self.recipe.optimizers())
         self.step = int(doc["step"])

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,16 +18,22 @@ from safetensors.torch import load_file
 import psgan_fast
 from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast.config import TrainConfig
-from psgan_fast.distributed import GlobalBatchNorm2d, globalise_batchnorm
+from psgan_fast import distributed as dist_mod
+from psgan_fast.distributed import DistInfo, GlobalBatchNorm2d, globalise_batchnorm
+from psgan_fast.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def torchrun(nproc: int, script_args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def torchrun(nproc: int, script_args: list[str], tmp_path: Path, timeout_s: float = 300,
+             wait_s: float = 900) -> subprocess.CompletedProcess:
+    """`timeout_s`: the collective timeout ($PSGAN_FAST_DIST_TIMEOUT), so
+    ranks that fall out of step fail with an error within it, not `wait_s`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           dist_mod.TIMEOUT_ENV: str(timeout_s)}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            f"--nproc_per_node={nproc}", *script_args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=wait_s)
 
 
 @pytest.mark.parametrize("model", ["psgan", "sngan"])
@@ -93,3 +100,80 @@ def test_global_batchnorm_keeps_state_dict_and_single_process_behaviour():
     ref = torch.nn.BatchNorm2d(3)
     ref.load_state_dict(net[1].state_dict())
     torch.testing.assert_close(net[1](x[:, :1].repeat(1, 3, 1, 1)), ref(x[:, :1].repeat(1, 3, 1, 1)))
+
+
+class _SwitchingRecipe:
+    """Builds a new network and optimiser at every begin_epoch, freeing the
+    old optimiser first, as a PS-GAN stage switch does: CPython then often
+    gives the new optimiser the id() of the freed one."""
+
+    def __init__(self) -> None:
+        self.opt: torch.optim.Optimizer | None = None
+        self.net: torch.nn.Module | None = None
+        self.reused = 0
+
+    def begin_epoch(self, epoch: int) -> list[str]:
+        net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+        params = list(net.parameters())
+        old = None if self.opt is None else id(self.opt)
+        self.net, self.opt = net, None
+        self.opt = torch.optim.Adam(params)
+        self.reused += id(self.opt) == old
+        return []
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"net": self.net}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt": self.opt}
+
+
+def test_every_optimiser_a_stage_switch_builds_gets_the_gradient_sync_once(tmp_path, mnist_train):
+    # The intermittent two-rank hang: the trainer remembered hooked optimisers
+    # by id(); a new optimiser that reused a freed one's id got no all-reduce
+    # hook on that rank (heap-dependent, so on one rank only), and the other
+    # rank waited in the all-reduce forever.
+    trainer = Trainer(TrainConfig(model="psgan", epochs=1, batch_size=16, limit_batches=1, progress=False,
+                                  out=str(tmp_path / "run")))
+    try:
+        trainer.dist = DistInfo(rank=0, world_size=2)  # hooks are attached, never called here
+        trainer.compile = False
+        trainer.recipe = recipe = _SwitchingRecipe()
+        for epoch in range(20):
+            trainer._begin_epoch(epoch)
+            assert dist_mod.has_gradient_sync(recipe.opt), f"epoch {epoch}: optimiser left without the sync"
+            assert len(recipe.opt._optimizer_step_pre_hooks) == 1
+            assert type(recipe.net[1]) is dist_mod.GlobalBatchNorm1d
+        trainer._prepare_recipe()  # again: still one hook
+        assert len(recipe.opt._optimizer_step_pre_hooks) == 1
+    finally:
+        trainer.release()
+
+
+def test_attach_gradient_sync_is_idempotent():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    assert not dist_mod.has_gradient_sync(opt)
+    h = dist_mod.attach_gradient_sync(opt, 2)
+    assert dist_mod.attach_gradient_sync(opt, 2) is h
+    assert dist_mod.has_gradient_sync(opt) and len(opt._optimizer_step_pre_hooks) == 1
+
+
+def test_collective_timeout_setting(monkeypatch):
+    monkeypatch.delenv(dist_mod.TIMEOUT_ENV, raising=False)
+    assert dist_mod.collective_timeout().total_seconds() == dist_mod.DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(dist_mod.TIMEOUT_ENV, "2.5")
+    assert dist_mod.collective_timeout().total_seconds() == 2.5
+    for bad in ("0", "-1", "soon", "inf", "nan"):
+        monkeypatch.setenv(dist_mod.TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=dist_mod.TIMEOUT_ENV):
+            dist_mod.collective_timeout()
+
+
+def test_ranks_out_of_step_fail_within_the_collective_timeout_instead_of_hanging(tmp_path):
+    t0 = time.monotonic()
+    res = torchrun(2, [str(REPO / "tests" / "helpers" / "dist_out_of_step.py")], tmp_path, timeout_s=3, wait_s=300)
+    took = time.monotonic() - t0
+    assert res.returncode != 0, res.stdout
+    assert "all_reduce returned" not in res.stdout
+    assert "timed out" in res.stderr.lower() and "all_reduce" in res.stderr, res.stderr[-3000:]
+    assert took < 240, took

@@ -135,6 +135,16 @@ class Recipe(abc.ABC):
         rebuilt the networks for the checkpoint's epoch and before the
         module and optimiser tensors are loaded."""
 
+    def settle(self) -> list[str]:
+        """Finish what `load_state` had to leave until the checkpoint's
+        tensors were loaded (PS-GAN: a stage switch the schedule has already
+        passed, whose weight transfer needs the trained weights). The trainer
+        calls it on resume right after loading them, before it prepares the
+        networks and optimisers for the run (gradient sync across ranks,
+        compiling), so nothing is built behind its back in `step`. Returns
+        log lines; the default has nothing to finish."""
+        return []
+
     @classmethod
     def build_generators(cls, cfg: "TrainConfig", *, image_size: int, channels: int, steps_per_epoch: int,
                          device: torch.device, epoch: int, state: dict[str, Any], **kwargs: Any) -> "GeneratorSet":

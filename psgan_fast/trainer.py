@@ -271,6 +271,14 @@ class Trainer:
         self.step = int(doc["step"])
         self.train_seconds = train_seconds
         self._truncate_metrics(self.step)
+        # A switch load_state deferred until the weights were in happens here,
+        # not inside a later step, so its new optimisers get the gradient sync.
+        with forked(derived_seed(self.cfg.seed, epoch), self.device):
+            settled = self.recipe.settle()
+        if settled:
+            for line in settled:
+                self._message(line)
+            self._prepare_recipe()
         return epoch, batch, sums
 
     def _sums_to_json(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:

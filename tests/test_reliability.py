@@ -449,3 +449,39 @@ def test_12_leftovers_of_killed_runs_are_removed_on_resume_and_start(tmp_path):
     (ckdir / ".tmp-ckpt-zz").mkdir()
     psgan_fast.train(tiny(run, overwrite=True, max_steps=1))
     assert not list(ckdir.glob(".tmp-ckpt-*"))
+
+
+def test_a_resume_whose_checkpoint_stage_lags_the_schedule_switches_before_training(tmp_path, monkeypatch):
+    # A checkpoint of stage 0 filed under epoch 1 (stage 1 in the schedule): load_state
+    # defers the switch until the weights are in; the trainer settles it at once
+    # (Recipe.settle) and prepares the new optimisers (gradient sync under torchrun),
+    # instead of PSGANRecipe.step building them behind its back.
+    from psgan_fast.trainer import Trainer
+
+    run = psgan_fast.train(tiny(tmp_path / "run", max_steps=2))  # epoch 0 (stage 0) and no more
+    ck = ckpt_mod.latest(run)
+    doc = json.loads((ck / "state.json").read_text())
+    assert doc["recipe"]["stage"] == 0 and doc["epoch"] == 0
+    doc.update(epoch=1, batch=0)  # filed under the next epoch, nothing of it trained
+    (ck / "state.json").write_text(json.dumps(doc, indent=1, sort_keys=True))
+
+    prepared = []
+    real_prepare = Trainer._prepare_recipe
+
+    def spy(self):
+        prepared.append(list(self.recipe.optimizers().values()))
+        real_prepare(self)
+
+    settles = []
+    from psgan_fast.models.psgan import PSGANRecipe
+    real_settle = PSGANRecipe.settle
+    monkeypatch.setattr(Trainer, "_prepare_recipe", spy)
+    monkeypatch.setattr(PSGANRecipe, "settle", lambda self: settles.append(self.stage()) or real_settle(self))
+    trainer = Trainer(TrainConfig(resume=str(run), progress=False, max_steps=4))
+    trainer.run()
+    assert settles and settles[0] == 0  # settled from the checkpoint's stage ...
+    assert trainer.recipe.stage() == 1  # ... into the schedule's
+    texts = [r["text"] for r in records(run, "message")]
+    assert any("stage switch 0 -> 1" in t for t in texts)
+    # the optimisers the switch built were prepared before any step used them
+    assert any(all(a is b for a, b in zip(ops, trainer.recipe.optimizers().values())) for ops in prepared)

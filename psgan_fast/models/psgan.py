@@ -362,6 +362,12 @@ class PSGANRecipe(Recipe):
         self._switch_due = (self._epoch is not None
                             and stage < self.schedule.stage_for_epoch(self._epoch))
 
+    def settle(self) -> list[str]:
+        """The switch `load_state` deferred (a checkpoint from a stage the
+        schedule has left), now that the checkpoint's weights are in; `step`
+        still makes it for a caller that never settles."""
+        return self.begin_epoch(self._epoch) if self._switch_due else []
+
     # -- building stages ---------------------------------------------------
     def _make(self, stage: int, net: int) -> nn.Module:
         """Network `net` (0..N-1 generators, N the discriminator) of `stage`."""

@@ -73,7 +73,7 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "rps-r1r2-skips": ("rps-r1r2", "skip stage networks", {"skips": True}),
     "rps-r1r2-nostages": ("rps-r1r2", "no stages", {"stages": False}),
     "paper-r1r2-skips": ("paper-r1r2", "skip stage networks", {"skips": True}),
-    "recommended": ("paper", "the default: rps + R1/R2 + skips in one spec (= rps-r1r2-skips)",
+    "recommended": ("paper", "the default until 2026-12-02: rps + R1/R2 + skips in one spec (= rps-r1r2-skips)",
                     {"loss": "rps-r1r2-skips"}),
     "recommended-g1": ("recommended", "1 generator", {"generators": 1}),
     "recommended-g3": ("recommended", "3 generators", {"generators": 3}),
@@ -91,7 +91,8 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "recommended-beta0-lean8": ("recommended-beta0", "skips in G only, R1/R2 every 8 steps on 32 real images "
                                 "and 32 fakes (as recommended-lean8)", {"d_skips": False, "reg_every": 8, "reg_batch": 32}),
     "bce": ("paper", "non-saturating BCE, no N+1 decision", {"loss": "bce"}),
-    "recommended-beta0-gskips": ("recommended-beta0", "skips in G only: D without image inputs below the top",
+    "recommended-beta0-gskips": ("recommended-beta0", "skips in G only: D without image inputs below the top "
+                                 "(= the default, rps-r1r2-gskips)",
                                  {"d_skips": False}),
     "recommended-beta0-lean8x64": ("recommended-beta0-gskips", "R1/R2 every 8 steps on 64 real images and 64 fakes",
                                    {"reg_every": 8, "reg_batch": 64}),

@@ -35,7 +35,7 @@ def test_choice_lists_come_from_the_registries():
     for spec in registry.LOSSES.values():  # each spec names a loss function of psgan_fast.loss
         assert spec.function() is getattr(loss, spec.fn) and callable(spec.function())
         assert spec.update in registry.UPDATES and spec.d_arch in registry.D_ARCHS
-    assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips"]
+    assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips", "rps-r1r2-gskips"]
 
 
 def test_the_parser_is_built_from_the_fields():

@@ -35,7 +35,8 @@ def test_registry_builds_it_and_contract_values():
     assert isinstance(r, PSGANRecipe) and r.num_generators == 3 and r.latent_dim == 16
     assert set(r.modules()) == set(r.optimizers()) == {"G0", "G1", "G2", "D"}
     opt = r.optimizers()["G1"]
-    assert opt.param_groups[0]["lr"] == 2e-4 and opt.param_groups[0]["betas"] == (0.5, 0.999)
+    # lr: the model's (models.RECIPES); betas: the default update rule's own (R3GAN's (0, 0.99))
+    assert opt.param_groups[0]["lr"] == 2e-4 and opt.param_groups[0]["betas"] == (0.0, 0.99)
     assert r.state()["stage"] == 0 and r.resolution() == 7
 
 

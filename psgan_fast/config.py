@@ -107,7 +107,8 @@ class TrainConfig:
     alpha: float = _flag(0.1, "Algorithm 1 mixing weight at stage switches")
     batch_size: int = _flag(64, "images per batch (the paper: 64)", min=2)
     lr: Optional[float] = _flag(None, "learning rate (default: the model's published value)")
-    betas: Optional[tuple[float, float]] = _flag(None, "Adam betas, e.g. 0.5,0.999 (default: the model's)")
+    betas: Optional[tuple[float, float]] = _flag(None, "Adam betas, e.g. 0.5,0.999 (default: the model's; "
+                                                 "PS-GAN: the --loss's own where it names them)")
     loss: str = _flag(RECOMMENDED_LOSS, f"PS-GAN's update rule (default {RECOMMENDED_LOSS}, the recommended one; "
                       "ps: the paper's Algorithm 2 read literally; the others are ablation variants, see "
                       "psgan_fast.loss.LOSSES)", choices=LOSSES)

@@ -97,7 +97,7 @@ LOSSES = {
                                summary="rps + R1/R2 (gamma 0.1, lazy) + skip stage networks in G and D"),
     # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
     # ablation that chose it): the spec above with R3GAN's Adam betas (0, 0.99)
-    # and the skip networks in G only (D's half cost 9% of a step for no FID).
+    # and the skip networks in G only (D's half cost 7–10% of a step for no FID).
     "rps-r1r2-gskips": LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True, d_skips=False,
                                 betas=(0.0, 0.99),
                                 summary="rps + R1/R2 (gamma 0.1, lazy) + skip networks in G + Adam betas "

@@ -70,6 +70,7 @@ from psgan_fast.routed import GradRoute, routed_conv2d, routed_linear
 _DEFAULTS = defaults_of("psgan")  # network sizes: the model's row of psgan_fast.models.RECIPES
 LATENT_DIM, WIDTH, MIN_WIDTH = _DEFAULTS.latent_dim, _DEFAULTS.width, _DEFAULTS.min_width
 NUM_STAGES = 3
+SLOPE = 0.2  # the discriminator's LeakyReLU slope
 
 
 def _channels_last(weight: torch.Tensor) -> bool:
@@ -206,29 +207,33 @@ class Discriminator(nn.Module):
             nn.init.zeros_(top.weight)
             nn.init.zeros_(top.bias)
 
-    def forward(self, x: torch.Tensor, route: Optional[GradRoute] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, route: Optional[GradRoute] = None,
+                keep: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         """Images [B, C, r, r] -> logits [B].
 
         `route` (a `psgan_fast.routed.GradRoute`) selects the routed backward:
         the same forward values, but a backward that serves Algorithm 2's two
-        losses in one pass (`psgan_fast.routed`). Only PSGANRecipe.step uses it."""
-        act = nn.functional.leaky_relu
+        losses in one pass (`psgan_fast.routed`). Only PSGANRecipe.step uses it.
+        `keep`, a dict, receives each LeakyReLU's input by layer name ("from",
+        "mid.<r>", "down.<r>", "from.<r>", "head"), for `input_gradient`."""
 
-        def conv(m: nn.Conv2d, h: torch.Tensor, first: bool = False) -> torch.Tensor:
-            if route is None:
-                return m(h)
-            return routed_conv2d(m, h, route, first)
+        def conv(name: str, m: nn.Conv2d, h: torch.Tensor, first: bool = False) -> torch.Tensor:
+            out = m(h) if route is None else routed_conv2d(m, h, route, first)
+            if keep is not None:
+                keep[name] = out
+            return nn.functional.leaky_relu(out, SLOPE)
 
         image = x
-        x = act(conv(self.from_image[str(self.resolution)], x, first=True), 0.2)
+        x = conv("from", self.from_image[str(self.resolution)], x, first=True)
         for res, m in self.down.items():
             if res in self.mid:
-                x = act(conv(self.mid[res], x), 0.2)
-            x = act(conv(m, x), 0.2)
+                x = conv(f"mid.{res}", self.mid[res], x)
+            x = conv(f"down.{res}", m, x)
             if self.skips:  # the image enters again at the level below (see __init__)
                 image = nn.functional.avg_pool2d(image, 2)
-                x = x + act(conv(self.from_image[str(image.shape[-1])], image, first=True), 0.2)
-        x = act(conv(self.head["conv"], x), 0.2)
+                key = str(image.shape[-1])
+                x = x + conv(f"from.{key}", self.from_image[key], image, first=True)
+        x = conv("head", self.head["conv"], x)
         fc = self.head["fc"]
         weight = fc.weight
         if _channels_last(x):
@@ -244,7 +249,6 @@ class Discriminator(nn.Module):
         if route is None:
             return nn.functional.linear(flat, weight, fc.bias).squeeze(1)
         return routed_linear(flat, weight, fc.bias, route).squeeze(1)
-
 
     def input_gradient(self, x: torch.Tensor) -> torch.Tensor:
         """d(sum of the logits)/dx for images `x` [B, C, r, r]: each image's
@@ -262,28 +266,14 @@ class Discriminator(nn.Module):
         gradient as a convolution with the batch as channels and the feature
         map as the kernel (half of the penalty pass in a profile); the
         written-out chain's weight gradients are ordinary convolution
-        backward. Measured in `psgan_fast.bench.cost` ("R1/R2 by autograd")."""
-        slope = 0.2
+        backward. The pre-activations come from `forward` itself (`keep`).
+        Measured in `psgan_fast.bench.cost` ("R1/R2 by autograd")."""
         pre: dict[str, torch.Tensor] = {}  # each LeakyReLU's input, by layer name
         with torch.no_grad():
-            image = x
-            pre["from"] = self.from_image[str(self.resolution)](x)
-            h = nn.functional.leaky_relu(pre["from"], slope)
-            for res, m in self.down.items():
-                if res in self.mid:
-                    pre[f"mid.{res}"] = self.mid[res](h)
-                    h = nn.functional.leaky_relu(pre[f"mid.{res}"], slope)
-                pre[f"down.{res}"] = m(h)
-                h = nn.functional.leaky_relu(pre[f"down.{res}"], slope)
-                if self.skips:
-                    image = nn.functional.avg_pool2d(image, 2)
-                    key = str(image.shape[-1])
-                    pre[f"from.{key}"] = self.from_image[key](image)
-                    h = h + nn.functional.leaky_relu(pre[f"from.{key}"], slope)
-            pre["head"] = self.head["conv"](h)
+            self.forward(x, keep=pre)
 
         def back(g: torch.Tensor, name: str, m: nn.Conv2d) -> torch.Tensor:
-            g = torch.ops.aten.leaky_relu_backward(g, pre[name], slope, False)
+            g = torch.ops.aten.leaky_relu_backward(g, pre[name], SLOPE, False)
             return nn.functional.conv_transpose2d(g, m.weight, stride=m.stride, padding=m.padding)
 
         b, c = x.shape[0], self.head["conv"].out_channels

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from psgan_fast.fsutil import atomic_write_text
-from psgan_fast.runlog import d_picks_real_per_epoch, epoch_records
+from psgan_fast.runlog import d_picks_real, epoch_records
 
 RESULT_VERSION = 1
 # The no-wasted-generator rule: the most frequent class at most this share ...
@@ -137,7 +137,7 @@ def verdict(hist: Sequence[int]) -> dict[str, Any]:
 def _epoch_stats(run_dir: Path, n: int) -> tuple[list[float], Optional[float]]:
     """D's accuracy per epoch and ms per step in the last epoch."""
     recs = epoch_records(run_dir)
-    acc = d_picks_real_per_epoch(run_dir)
+    acc = d_picks_real(recs)
     ms = None
     if len(recs) >= 2:
         a, b = recs[-2], recs[-1]

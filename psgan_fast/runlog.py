@@ -19,12 +19,17 @@ def epoch_records(run_dir: Path) -> list[dict]:
     return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("kind") == "epoch"]
 
 
-def d_picks_real_per_epoch(run_dir: Path) -> list[float]:
+def d_picks_real(records: list[dict]) -> list[float]:
     """PS-GAN: the share of groups in which D picked the real image, for
-    each finished epoch in order (``case_real`` of the epoch records: the
-    trainer's mean over every step of the epoch, which is the steps-weighted
-    mean of that epoch's logged step windows; an epoch logged twice counts
-    once, its last record); [] for the baselines, whose logs carry no such
-    share, and for a run without a finished epoch."""
-    by_epoch = {int(r["epoch"]): float(r["case_real"]) for r in epoch_records(run_dir) if "case_real" in r}
+    each finished epoch in order, from a run's `epoch_records` (``case_real``:
+    the trainer's mean over every step of the epoch, which is the
+    steps-weighted mean of that epoch's logged step windows; an epoch logged
+    twice counts once, its last record); [] for the baselines, whose logs
+    carry no such share, and for a run without a finished epoch."""
+    by_epoch = {int(r["epoch"]): float(r["case_real"]) for r in records if "case_real" in r}
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def d_picks_real_per_epoch(run_dir: Path) -> list[float]:
+    """`d_picks_real` of the run in `run_dir`."""
+    return d_picks_real(epoch_records(run_dir))

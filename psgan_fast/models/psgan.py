@@ -154,7 +154,7 @@ class PSGANRecipe(Recipe):
         self.resolutions = nets.resolutions
         self.schedule = nets.schedule(cfg)
         s = net_settings(cfg, self.device.type)
-        self.lr, self.betas = s.lr, s.betas
+        self.lr = s.lr
         # The update rule: a registered spec (psgan_fast.registry.LOSSES) with
         # any knob the config sets explicitly overriding the spec's own value.
         self.spec = get_spec(cfg.loss)
@@ -163,8 +163,8 @@ class PSGANRecipe(Recipe):
         self.r1, self.r2 = float(knobs.r1), float(knobs.r2)
         self.reg_every = int(knobs.reg_every)
         self.reg_batch = None if knobs.reg_batch is None else int(knobs.reg_batch)
-        if knobs.betas is not None:  # the spec's Adam betas, unless the config sets its own (net_settings)
-            self.betas = tuple(float(b) for b in knobs.betas)
+        # Adam's betas: the config's, else the spec's, else the model's (net_settings)
+        self.betas = s.betas if knobs.betas is None else tuple(float(b) for b in knobs.betas)
         self.update = knobs.update
         self.d_arch, self.skips = nets.d_arch, nets.skips
         if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1 or (self.reg_batch is not None and self.reg_batch < 1):

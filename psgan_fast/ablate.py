@@ -53,7 +53,7 @@ UNION_SHARE_RANGE = (0.04, 0.18)
 SMOKE = {"epochs": 3, "batches": 2, "samples": 200}
 
 # name -> (parent, what changes against the parent, TrainConfig overrides).
-# "stages": False puts every epoch at 28 px. Overrides accumulate from the parent.
+# "stages": False puts every epoch at 28 px; a tuple of shares splits the epochs that way. Overrides accumulate from the parent.
 VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "paper": (None, "the paper's Algorithm 2 read literally (--loss ps), stepwise stages", {"loss": "ps"}),
     "paper-nostages": ("paper", "no stages: every step at 28 px", {"stages": False}),
@@ -96,6 +96,10 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                                  {"d_skips": False}),
     "recommended-beta0-lean8x64": ("recommended-beta0-gskips", "R1/R2 every 8 steps on 64 real images and 64 fakes",
                                    {"reg_every": 8, "reg_batch": 64}),
+    "recommended-split127": ("recommended-beta0-gskips", "stages 10/20/70% of the epochs instead of 20/30/50%",
+                             {"stages": (0.1, 0.2, 0.7)}),
+    "recommended-split118": ("recommended-beta0-gskips", "stages 10/10/80% of the epochs instead of 20/30/50%",
+                             {"stages": (0.1, 0.1, 0.8)}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),
@@ -118,7 +122,12 @@ def train_config(variant: str, *, generators: int, seed: int, epochs: int, batch
     stages = over.pop("stages", True)
     gens = over.pop("generators", generators)
     model = over.pop("model", "psgan")
-    stage_epochs = default_stage_epochs(epochs) if stages else (0, 0, epochs)
+    if stages is True:
+        stage_epochs = default_stage_epochs(epochs)
+    elif stages is False:
+        stage_epochs = (0, 0, epochs)
+    else:
+        stage_epochs = default_stage_epochs(epochs, weights=stages)
     return TrainConfig(model=model, generators=gens, epochs=epochs, stage_epochs=stage_epochs,
                        limit_batches=batches, seed=seed, out=str(run_dir), progress=False,
                        log_every=max(1, batches // 4), checkpoint_every=epochs, **over)

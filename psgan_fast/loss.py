@@ -65,7 +65,7 @@ would need a device sync to read the mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +169,8 @@ def group_loss(logits: torch.Tensor, *, d_gate: float = 0.0, g_gate: bool = True
     return LossOutput(d_loss, g_losses_t.mean(), g_losses_t, _shares(choice, n_plus_1))
 
 
-def gradient_sq_norms(disc, images: torch.Tensor, *, chain: bool = False) -> torch.Tensor:
+def gradient_sq_norms(disc, images: torch.Tensor, *, chain: bool = False,
+                      pre: Optional[dict] = None) -> torch.Tensor:
     """||grad_x D(x)||^2 for each image of the batch `images` ([B] float32),
     differentiable in D's parameters (double backward). D scores each image
     alone (no normalisation), so one pass over a concatenated batch gives
@@ -181,12 +182,14 @@ def gradient_sq_norms(disc, images: torch.Tensor, *, chain: bool = False) -> tor
     chain=False (the reference): autograd's gradient with create_graph.
     chain=True: D's own written-out backward, ``disc.input_gradient(x)``
     (`psgan_fast.stages.Discriminator`): the same values, about half the
-    cost of the double backward on the CPU (docs/results/cost.md)."""
+    cost of the double backward on the CPU (docs/results/cost.md); `pre`,
+    the pre-activations a forward of D over `images` kept (D.forward's
+    `keep`), spares it its own forward."""
     dtype = next(disc.parameters()).dtype  # fakes made under bf16 autocast come back to D's dtype
     x = images.detach().to(dtype)
     with torch.autocast(x.device.type, enabled=False):
         if chain:
-            grad = disc.input_gradient(x)
+            grad = disc.input_gradient(x) if pre is None else disc.input_gradient(x, pre)
         else:
             x.requires_grad_(True)
             (grad,) = torch.autograd.grad(disc(x).sum(), x, create_graph=True)

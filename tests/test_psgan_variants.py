@@ -168,6 +168,30 @@ def test_penalty_by_the_written_out_chain_equals_autograds():
     with pytest.raises(ValueError, match="penalty_grad"):
         make(n=1, extra={**EXTRA, "penalty_grad": "finite-differences"})
 
+@pytest.mark.parametrize("knobs", [{}, {"reg_batch": 5}, {"r1": 0.0}, {"r2": 0.0}, {"d_skips": True},
+                                   {"generators": 3, "reg_batch": 4}])
+def test_penalty_reuses_the_steps_forward_with_the_same_result(knobs):
+    # The chain's pre-activations taken from the step's own forward of D (rows
+    # of the penalised images) instead of a second forward: one forward of D
+    # per penalised step, and the same weights after it.
+    knobs = dict(knobs)
+    n = knobs.pop("generators", 2)
+    after, forwards = {}, {}
+    for reuse in (True, False):
+        torch.manual_seed(11)
+        r = make(n=n, stage_epochs=(0, 1, 0), **knobs)
+        assert r._reuse_pre
+        r._reuse_pre = reuse
+        disc = r.modules()["D"]
+        calls, forward = [], disc.forward
+        disc.forward = lambda *a, **k: calls.append(1) or forward(*a, **k)  # input_gradient calls it too
+        r.step(real_batch(seed=4))
+        forwards[reuse] = len(calls)
+        after[reuse] = torch.cat([p.detach().flatten() for p in disc.parameters()])
+    assert forwards == {True: 1, False: 2}
+    assert torch.allclose(after[True], after[False], rtol=1e-5, atol=1e-7)
+
+
 # (d_loss, g_losses) of 3 epochs x 3 steps (7, 14, 28 px) and the sum of all
 # parameters after them, for N = 1 and 2, recorded at commit 8ad6b94 (before
 # the variants existed) by the loop in test_literal_ps_recipe_is_unchanged.

@@ -140,6 +140,18 @@ class _StageNets:
         return StageSchedule(cfg.resolved_stage_epochs(len(self.resolutions)))
 
 
+def _rows(kept: dict[str, torch.Tensor], rows: Optional[list[int]]) -> dict[str, torch.Tensor]:
+    """Kept pre-activations, detached, restricted to `rows` (None: all) in
+    their own memory format."""
+    if rows is None:
+        return {k: v.detach() for k, v in kept.items()}
+    index = torch.tensor(rows, device=next(iter(kept.values())).device)
+    fmt = torch.channels_last
+    return {k: (v.detach().index_select(0, index).contiguous(memory_format=fmt)
+                if v.dim() == 4 and v.is_contiguous(memory_format=fmt) else v.detach().index_select(0, index))
+            for k, v in kept.items()}
+
+
 class PSGANRecipe(Recipe):
     name = "psgan"
 
@@ -191,6 +203,11 @@ class PSGANRecipe(Recipe):
         if penalty_grad not in PENALTY_GRADS:
             raise ValueError(f"penalty_grad must be one of {', '.join(PENALTY_GRADS)}, got {penalty_grad!r}")
         self.penalty_chain = penalty_grad == "chain"
+        # The chain needs D's pre-activations over the penalised images, which the
+        # step's own forward of D has just computed with the same weights: it keeps
+        # them (D.forward's `keep`) unless that forward ran under bf16 autocast
+        # (other values than the penalty's fp32 pass) or is compiled (no side outputs).
+        self._reuse_pre = self.penalty_chain and not self.autocast and not compiling
 
         self._begun = False        # has begin_epoch run since construction?
         self._epoch: Optional[int] = None  # the epoch of the last begin_epoch
@@ -267,16 +284,17 @@ class PSGANRecipe(Recipe):
             out = self._alternating_step(real, z, penalise, amp, extras)
         else:
             route = GradRoute(input_rows=slice(batch, None)) if self.routed else None
+            pre = {} if penalise and self._reuse_pre else None
             with torch.autocast(**amp):
                 fakes = self._runner(z)
-                logits = self._D(torch.cat([real, *fakes]), route=route).view(self.n + 1, batch)
+                logits = self._D(torch.cat([real, *fakes]), route=route, keep=pre).view(self.n + 1, batch)
             if route is not None:  # one backward through D for both losses (psgan_fast.routed)
                 out = routed_backward(logits, self.loss_fn, route)
             else:                  # two restricted backward passes (LossOutput.backward)
                 out = self.loss_fn(logits)
                 out.backward(self._D.parameters(), [p for g in self._gens for p in g.parameters()])
             if penalise:  # D as it was before this step, like the main losses
-                self._penalty(real, fakes, extras)
+                self._penalty(real, fakes, extras, pre)
             for opt in self._opts.values():
                 opt.step()
 
@@ -284,19 +302,27 @@ class PSGANRecipe(Recipe):
         extras.update({f"case_fake{k}": out.shares[k] for k in range(1, self.n + 1)})
         return StepOutput(out.d_loss.detach(), out.g_losses.detach(), extras)
 
-    def _penalty(self, real: torch.Tensor, fakes, extras: dict) -> None:
+    def _penalty(self, real: torch.Tensor, fakes, extras: dict,
+                 pre: Optional[dict[str, torch.Tensor]] = None) -> None:
         """Lazy R1/R2 as their own pass into D's gradients: (gamma/2) *
         E||grad_x D(x)||^2 on the real images (R1) and on the fakes (R2),
         times `reg_every`; both from one forward and double backward of D
         over the group (`loss.gradient_sq_norms`). With `reg_batch` K, R1 takes
         the first K real images and R2 the first ceil(K / N) fakes of each
         generator: the same expectations, estimated from fewer images (the
-        penalty pass is the step's most expensive part)."""
+        penalty pass is the step's most expensive part). `pre`: D's
+        pre-activations kept by the step's forward over [real, *fakes] (same
+        weights), whose rows for the penalised images replace the penalty's
+        own forward."""
+        batch = real.shape[0]
         if self.reg_batch is not None:
             real = real[:self.reg_batch]
             fakes = [f[:-(-self.reg_batch // self.n)] for f in fakes]
         parts = ([real] if self.r1 > 0 else []) + ([f.detach() for f in fakes] if self.r2 > 0 else [])
-        norms = gradient_sq_norms(self._D, torch.cat([p.to(real.dtype) for p in parts]), chain=self.penalty_chain)
+        if pre is not None:
+            pre = _rows(pre, self._penalty_rows(batch, real.shape[0], fakes[0].shape[0]))
+        norms = gradient_sq_norms(self._D, torch.cat([p.to(real.dtype) for p in parts]),
+                                  chain=self.penalty_chain, pre=pre)
         total = norms.new_zeros(())
         if self.r1 > 0:
             r1 = norms[:real.shape[0]].mean()
@@ -307,6 +333,14 @@ class PSGANRecipe(Recipe):
             total = total + 0.5 * self.r2 * r2
             extras["r2"] = r2.detach()
         (total * self.reg_every).backward(inputs=[p for p in self._D.parameters() if p.requires_grad])
+
+    def _penalty_rows(self, batch: int, n_real: int, n_fake: int) -> Optional[list[int]]:
+        """Which rows of the group forward [real, *fakes] (`batch` each) the
+        penalty's images are; None when it is all of them, in order."""
+        rows = list(range(n_real)) if self.r1 > 0 else []
+        if self.r2 > 0:
+            rows += [batch * (k + 1) + i for k in range(self.n) for i in range(n_fake)]
+        return None if rows == list(range((self.n + 1) * batch)) else rows
 
     def _alternating_step(self, real, z, penalise: bool, amp: dict, extras: dict):
         """D steps first on detached fakes, then the generators step against

@@ -92,13 +92,14 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                                 "and 32 fakes (as recommended-lean8)", {"d_skips": False, "reg_every": 8, "reg_batch": 32}),
     "bce": ("paper", "non-saturating BCE, no N+1 decision", {"loss": "bce"}),
     "recommended-beta0-gskips": ("recommended-beta0", "skips in G only: D without image inputs below the top "
-                                 "(= the default, rps-r1r2-gskips)",
+                                 "(= rps-r1r2-gskips, the default until 2026-12-03)",
                                  {"d_skips": False}),
     "recommended-beta0-lean8x64": ("recommended-beta0-gskips", "R1/R2 every 8 steps on 64 real images and 64 fakes",
                                    {"reg_every": 8, "reg_batch": 64}),
     "recommended-split127": ("recommended-beta0-gskips", "stages 10/20/70% of the epochs instead of 20/30/50%",
                              {"stages": (0.1, 0.2, 0.7)}),
-    "recommended-split118": ("recommended-beta0-gskips", "stages 10/10/80% of the epochs instead of 20/30/50%",
+    "recommended-split118": ("recommended-beta0-gskips", "stages 10/10/80% of the epochs instead of 20/30/50% "
+                             "(= the default, rps-r1r2-gskips-s118)",
                              {"stages": (0.1, 0.1, 0.8)}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),

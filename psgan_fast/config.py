@@ -36,7 +36,7 @@ D_ARCHS = registry.D_ARCHS
 PARALLEL = registry.PARALLEL_MODES      # psgan_fast.parallel.MODES
 # What `--model psgan` trains by default: the winner of the ablation in
 # docs/DESIGN.md. `--loss ps` is the paper's Algorithm 2 read literally.
-RECOMMENDED_LOSS = "rps-r1r2-gskips"
+RECOMMENDED_LOSS = "rps-r1r2-gskips-s118"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -85,6 +85,22 @@ _EXTRA_KEYS = {name: plain_type(hint) for name, hint in typing.get_type_hints(Mo
 _EXTRA_TRAINER_KEYS = {"eval_samples": int}
 
 
+# Share of the epochs each stage gets by default (7 / 14 / 28 px for MNIST).
+STAGE_SPLIT = (0.2, 0.3, 0.5)
+
+
+def stage_split(model: str, loss: str) -> tuple[float, ...]:
+    """The shares of the epochs per stage when --stage-epochs is unset: a
+    PS-GAN --loss's own (`LossSpec.stage_split`) where it names one, else
+    STAGE_SPLIT (ProGAN's phases, the paper's PS-GAN)."""
+    own = get_spec(loss).stage_split if model == "psgan" and loss in LOSSES else None
+    return tuple(own) if own is not None else STAGE_SPLIT
+
+
+def _pct_split(shares: Sequence[float]) -> str:
+    return "/".join(f"{round(100 * w)}" for w in shares) + "%%"
+
+
 @dataclass
 class TrainConfig:
     """Every setting of a training run.
@@ -92,7 +108,7 @@ class TrainConfig:
     `lr`, `betas` and `generators` left as None take the chosen model's
     defaults (`psgan_fast.models.RECIPES`). `stage_epochs` splits `epochs`
     over the three stages (7x7, 14x14, 28x28 on MNIST); when None the split
-    is `default_stage_epochs(epochs)`. `options` holds the model options
+    is `resolved_stage_epochs()`'s (the --loss's shares, `stage_split`). `options` holds the model options
     that have no flag (`ModelOptions`); the keyword `extra` still takes the
     old untyped dict of them (and "eval_samples"), as older code and
     config.json files pass it.
@@ -103,7 +119,9 @@ class TrainConfig:
         None, f"number of parallel generators N (psgan; default {defaults_of('psgan').generators})", min=1)
     epochs: int = _flag(10, "total epochs over all stages", min=1)
     stage_epochs: Optional[tuple[int, ...]] = _flag(
-        None, "epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: 20%%/30%%/50%% of --epochs)")
+        None, "epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: the --loss's shares of --epochs, "
+        f"{_pct_split(stage_split('psgan', RECOMMENDED_LOSS))} for {RECOMMENDED_LOSS}; {_pct_split(STAGE_SPLIT)} "
+        "for the other losses and ProGAN)")
     alpha: float = _flag(0.1, "Algorithm 1 mixing weight at stage switches")
     batch_size: int = _flag(64, "images per batch (the paper: 64)", min=2)
     lr: Optional[float] = _flag(None, "learning rate (default: the model's published value)")
@@ -201,14 +219,12 @@ class TrainConfig:
         return defaults_of(self.model).generators if self.model in RECIPES else 1
 
     def resolved_stage_epochs(self, num_stages: int = 3) -> tuple[int, ...]:
-        """Epochs per stage; the last stage absorbs any rounding."""
+        """Epochs per stage: `stage_epochs` when set, else `epochs` split by
+        `stage_split(model, loss)`; the last stage absorbs any rounding."""
         if self.stage_epochs is not None:
             return tuple(self.stage_epochs)
-        return default_stage_epochs(self.epochs, num_stages)
-
-
-# Share of the epochs each stage gets by default (7 / 14 / 28 px for MNIST).
-STAGE_SPLIT = (0.2, 0.3, 0.5)
+        weights = stage_split(self.model, self.loss)
+        return default_stage_epochs(self.epochs, num_stages, weights if len(weights) == num_stages else None)
 
 
 def default_stage_epochs(epochs: int, num_stages: int = 3,

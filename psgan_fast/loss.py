@@ -7,9 +7,10 @@ function in this module and its default knobs (gates, R1/R2, update order, D arc
 networks, Adam betas). "ps" is Algorithm 2 read literally (below); "ps-soft" lets D
 learn from the groups it got right too; "rps" drops both gates (the N+1-way
 relativistic softmax); "rps-r1r2-skips" adds R1/R2 and skip stage
-networks (the default until 2026-12-02); "rps-r1r2-gskips", the
-recommended default, keeps the skips in G only and takes Adam betas
-(0, 0.99) (docs/DESIGN.md §3 has the ablation behind it).
+networks (the default until 2026-12-02); "rps-r1r2-gskips" keeps the
+skips in G only and takes Adam betas (0, 0.99); "rps-r1r2-gskips-s118",
+the recommended default, is that rule with 10 / 10 / 80% of the epochs at
+7 / 14 / 28 px (docs/DESIGN.md §3 has the ablation behind it).
 
 Algorithm 2 for any N (docs/DESIGN.md §3). The discriminator gives one logit per
 image. A *group* is one real image and one fake from each generator; the

@@ -35,7 +35,26 @@ def test_choice_lists_come_from_the_registries():
     for spec in registry.LOSSES.values():  # each spec names a loss function of psgan_fast.loss
         assert spec.function() is getattr(loss, spec.fn) and callable(spec.function())
         assert spec.update in registry.UPDATES and spec.d_arch in registry.D_ARCHS
-    assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips", "rps-r1r2-gskips"]
+    assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips", "rps-r1r2-gskips",
+                                                                              "rps-r1r2-gskips-s118"]
+    for spec in registry.LOSSES.values():  # a spec's own stage split has a share for every stage
+        assert spec.stage_split is None or (len(spec.stage_split) == 3 and sum(spec.stage_split) == 1.0)
+
+
+def test_the_stage_split_is_the_losss_own_else_the_default():
+    """Without --stage-epochs a PS-GAN run splits its epochs by its loss's
+    shares (the recommended: 10/10/80%), every other rule and ProGAN by
+    STAGE_SPLIT (20/30/50%); --stage-epochs always wins."""
+    rec = registry.get_spec(config.RECOMMENDED_LOSS).stage_split
+    assert rec is not None and rec != config.STAGE_SPLIT
+    assert TrainConfig(epochs=10).resolved_stage_epochs() == (1, 1, 8)
+    assert TrainConfig(epochs=20).resolved_stage_epochs() == (2, 2, 16)
+    for kw in ({"loss": "ps"}, {"loss": "rps-r1r2-gskips"}, {"model": "progan"},
+               {"model": "progan", "loss": config.RECOMMENDED_LOSS}):
+        assert TrainConfig(epochs=10, **kw).resolved_stage_epochs() == (2, 3, 5), kw
+    assert TrainConfig(epochs=10, stage_epochs=(3, 3, 4)).resolved_stage_epochs() == (3, 3, 4)
+    assert TrainConfig(epochs=2).resolved_stage_epochs() == (0, 1, 1)  # too few epochs: the last stages
+    assert "10/10/80% for " + config.RECOMMENDED_LOSS in " ".join(build_parser().format_help().split())
 
 
 def test_the_parser_is_built_from_the_fields():

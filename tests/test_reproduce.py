@@ -71,6 +71,23 @@ def test_sngan_spends_every_epoch_at_full_resolution():
     assert p["runs"]["psgan-g1"]["train"] == pytest.approx(5.0)  # only its 5 final-stage epochs cost
 
 
+def test_each_staged_row_trains_and_is_planned_with_its_own_split(tmp_path):
+    """The recommended rows split the epochs as their loss does (10/10/80%),
+    the paper's PS-GAN and ProGAN as the plan's schedule says (20/30/50%):
+    in the runs' configs and in the planner's prediction."""
+    plan = _fake_plan(seeds=[0], epochs=10, stage_epochs=rp.stage_split(10))
+    assert plan.schedule.stage_epochs == [2, 3, 5]
+    for row, want in (("psgan-g2", (2, 3, 5)), ("progan", (2, 3, 5)), ("psgan-rec-g2", (1, 1, 8))):
+        cfg = rp.train_config(plan, row, 0, tmp_path / row)
+        assert cfg.stage_epochs == want == rp.stage_split(10, row), row
+        assert TrainConfig(model=cfg.model, loss=cfg.loss, epochs=10).resolved_stage_epochs() == want
+    assert rp.train_config(plan, "sngan", 0, tmp_path / "s").stage_epochs is None
+    cal = {"step_seconds": {r: [1.0, 0.0, 0.0] for r in rp.ROW_IDS},  # only the 7 px stage costs
+           "eval_seconds_per_image": 0.0, "epoch_overhead_seconds": 0.0}
+    p = rp.predict(cal, ["psgan-g2", "psgan-rec-g2", "progan"], 10, 1, seeds=1, eval_samples=0, final_samples=0)
+    assert [p["runs"][r]["per_batch"] for r in ("psgan-g2", "psgan-rec-g2", "progan")] == [2.0, 1.0, 2.0]
+
+
 def test_ties_and_orderings():
     assert rp._compare((1.0, None), (1.01, None), 1) == "≈"
     assert rp._compare((1.0, None), (1.5, None), 1) == "<"
@@ -363,7 +380,8 @@ def test_recommended_section_shows_d_per_epoch_beside_chance():
     sec = rp.recommended_section(table, _fake_plan(seeds=[0], epochs=12, stage_epochs=(2, 4, 6)))
     assert _cells(sec, "psgan-g1")[-1] == "1 → 2 → 3 → 4 → 5 → … → 8 → 9 → 10 → 11 → 12% (50%)"
     note = next(l for l in sec if l.startswith("*D picks the real image*"))
-    assert "epochs 1–2 at 7 px, epochs 3–6 at 14 px and epochs 7–12 at 28 px" in note
+    assert "epochs 1–2 at 7 px, epochs 3–6 at 14 px and epochs 7–12 at 28 px; the recommended one epoch 1 at 7 px, " \
+           "epoch 2 at 14 px and epochs 3–12 at 28 px" in note
     assert "results.json has every epoch" in note
     assert "(mean over seeds)" not in note
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 from psgan_fast import paper
 from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # the "no wasted generator" rule
-from psgan_fast.reproduce.common import LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct
+from psgan_fast.reproduce.common import (LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct,
+                                        stage_split)
 from psgan_fast.reproduce.state import Plan
 
 
@@ -294,7 +295,8 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
     L.append("*D picks the real image*: the share of groups (the real image and one fake per generator) in which "
              "D picked the real image as the real one, per epoch from first to last"
              f"{' (mean over seeds)' if k > 1 else ''}, beside chance 1/(N+1) in brackets; the last value is the last "
-             f"epoch. PS-GAN trains {_stage_epochs(plan.schedule.stage_epochs)}."
+             f"epoch. The paper's PS-GAN trains {_stage_epochs(plan.schedule.stage_epochs)}; the recommended one "
+             f"{_stage_epochs(stage_split(plan.schedule.epochs, REC_ROW_IDS[0]))}."
              + (f" With more than {MAX_EPOCHS_SHOWN} epochs the middle ones are left out (…); results.json "
                 "has every epoch." if plan.schedule.epochs > MAX_EPOCHS_SHOWN else "") + "\n")
     fid = {r: _agg(table[r], "fid") for r in rows}

@@ -106,10 +106,16 @@ def run_name(row: str, seed: int) -> str:
     return f"{row}-s{seed}"
 
 
-def stage_split(epochs: int) -> tuple[int, ...]:
-    from psgan_fast.config import default_stage_epochs
+def stage_split(epochs: int, row: Optional[str] = None) -> tuple[int, ...]:
+    """Epochs per stage (7 / 14 / 28 px) of `row` on a schedule of `epochs`:
+    what its TrainConfig resolves to without --stage-epochs (the recommended
+    PS-GAN's loss has its own split). Without a row: the default split, the
+    paper's PS-GAN's and ProGAN's (the plan's `schedule.stage_epochs`)."""
+    from psgan_fast.config import TrainConfig
 
-    return default_stage_epochs(epochs, 3)
+    model, loss = (ROWS[row]["model"], ROWS[row]["loss"]) if row is not None else ("progan", None)
+    cfg = TrainConfig(model=model, epochs=epochs, **({"loss": loss} if loss else {}))
+    return cfg.resolved_stage_epochs(3)
 
 
 def _agg(entries: list[dict], what: str) -> tuple[Optional[float], Optional[float]]:

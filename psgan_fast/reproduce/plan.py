@@ -22,12 +22,11 @@ def predict(cal: Union[Calibration, Mapping], rows: Sequence[str], epochs: int, 
     (a Calibration, or its JSON form): {"runs": {row: {"train", "eval",
     "overhead", "per_batch", "total"}}, "total_seconds", "train_seconds"}.
 
-    A staged model (psgan, progan) spends stage_split(epochs)[k] epochs at
-    stage k; SNGAN spends every epoch at the final resolution.
+    A staged model (psgan, progan) spends stage_split(epochs, row)[k] epochs
+    at stage k; SNGAN spends every epoch at the final resolution.
     """
     if not isinstance(cal, Calibration):
         cal = Calibration.from_json(cal)
-    split = stage_split(epochs)
     c = float(cal.eval_seconds_per_image)
     h = float(cal.epoch_overhead_seconds) + CHECKPOINT_S
     out: dict[str, dict] = {}
@@ -35,7 +34,7 @@ def predict(cal: Union[Calibration, Mapping], rows: Sequence[str], epochs: int, 
         spec = ROWS[row]
         t = [float(x) for x in cal.step_seconds[row]]
         if spec["model"] in ("psgan", "progan"):
-            per_batch = sum(e * s for e, s in zip(split, t))
+            per_batch = sum(e * s for e, s in zip(stage_split(epochs, row), t))
         else:
             per_batch = epochs * t[-1]
         n = spec["generators"]

@@ -13,8 +13,8 @@ from psgan_fast.machine import git_commit
 from psgan_fast.runlog import d_picks_real_per_epoch
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
-                                        ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
-                                        _agg, _fmt, _pct, _read_json, run_name)
+                                        REC_ROW_IDS, ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
+                                        _agg, _fmt, _pct, _read_json, run_name, stage_split)
 from psgan_fast.reproduce.figures import make_figures
 from psgan_fast.reproduce.run import run_status, train_seconds
 from psgan_fast.reproduce.state import Context, Plan, seeds_of
@@ -89,11 +89,14 @@ def render_report(out: Path, plan: Plan, table: dict, figures: dict[str, str], r
         a(f"- **Machine load** (1/5/15-min load averages): {la[0]} when planned, {la[1]} at the last report "
           f"({plan.cpu_count} cores: a load above that means other work shared the CPU and wall-clock "
           "times are noisy).")
-    split = sch.stage_epochs
+    split = " / ".join(map(str, sch.stage_epochs))
+    rec = " / ".join(map(str, stage_split(sch.epochs, REC_ROW_IDS[0])))
+    stages = (f"PS-GAN stages and ProGAN phases {split}" if rec == split else
+              f"the paper's PS-GAN stages and ProGAN phases {split}, the recommended PS-GAN's stages {rec}")
     a(f"- **Schedule (identical for every run):** {sch.epochs} epochs of "
       f"{'full epochs' if sch.full_epoch else str(sch.limit_batches) + ' batches'} of {BATCH_SIZE} "
-      f"({sch.limit_batches * BATCH_SIZE:,} images per epoch); PS-GAN stages and ProGAN phases "
-      f"{split[0]} / {split[1]} / {split[2]} epochs at 7 / 14 / 28 px; SNGAN trains all {sch.epochs} epochs at "
+      f"({sch.limit_batches * BATCH_SIZE:,} images per epoch); {stages} "
+      f"epochs at 7 / 14 / 28 px; SNGAN trains all {sch.epochs} epochs at "
       f"28 px. Seeds: {', '.join(map(str, plan.seeds))}. The paper trained on all 60,000 images per epoch on "
       f"an {paper.GPU}.")
     a("- **Training time** is each run's cumulative `train_seconds` (training loop only; evaluation, plots and "

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from psgan_fast.runlog import epoch_records
-from psgan_fast.reproduce.common import BATCH_SIZE, ROWS, ReproError, _log, _read_json, _write_json, run_name
+from psgan_fast.reproduce.common import (BATCH_SIZE, ROWS, ReproError, _log, _read_json, _write_json, run_name,
+                                        stage_split)
 from psgan_fast.reproduce.state import Context, Plan
 
 
@@ -39,7 +40,7 @@ def train_config(plan: Plan, row: str, seed: int, run_dir: Path):
     extra = {"eval_samples": int(sch.eval_samples)}
     return TrainConfig(
         model=spec["model"], generators=spec["generators"], loss=spec["loss"], epochs=int(sch.epochs),
-        stage_epochs=tuple(sch.stage_epochs) if staged else None, batch_size=BATCH_SIZE,
+        stage_epochs=stage_split(int(sch.epochs), row) if staged else None, batch_size=BATCH_SIZE,
         device=plan.device, seed=seed, data_dir=plan.data_dir, out=str(run_dir),
         limit_batches=None if sch.full_epoch else int(sch.limit_batches),
         sample_every=1, checkpoint_every=1, checkpoint_steps=int(sch.checkpoint_steps or 0),

@@ -83,8 +83,10 @@ def test_schedule_skips_stages_without_epochs():
 
 
 def test_schedule_follows_the_config_split():
-    cfg = TrainConfig(epochs=10)
+    cfg = TrainConfig(epochs=10, loss="ps")  # the default 20/30/50% split
     s = StageSchedule(cfg.resolved_stage_epochs())
     assert [s.stage_for_epoch(e) for e in range(10)] == [0, 0, 1, 1, 1, 2, 2, 2, 2, 2]
+    s = StageSchedule(TrainConfig(epochs=10).resolved_stage_epochs())  # the recommended loss's 10/10/80%
+    assert [s.stage_for_epoch(e) for e in range(10)] == [0, 1, 2, 2, 2, 2, 2, 2, 2, 2]
     cfg = TrainConfig(epochs=2)  # too few epochs: stage 0 skipped
     assert [StageSchedule(cfg.resolved_stage_epochs()).stage_for_epoch(e) for e in range(2)] == [1, 2]

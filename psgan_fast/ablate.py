@@ -5,8 +5,9 @@
     python -m psgan_fast.ablate --out runs/abl --smoke   # the whole pipeline in a minute (CI)
 
 Every variant trains on ONE fixed schedule (``--epochs`` epochs of
-``--batches`` batches of 64, the trainer's default 20/30/50% stage split, or
-every epoch at 28 px for a variant that turns stages off), from the same
+``--batches`` batches of 64, the 20/30/50% stage split of
+``config.STAGE_SPLIT`` unless a variant names its own shares, or every
+epoch at 28 px for a variant that turns stages off), from the same
 seeds, and is scored the same way: mnist-lenet FID of the union of its
 generators and of each generator (``--samples`` images each, against MNIST
 train), each generator's class histogram (mnist-lenet's argmax), D's
@@ -232,6 +233,8 @@ def _write_table(out: Path, results: list[dict], opts: dict, argv: Optional[Sequ
 
 def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str:
     """The Markdown table (one row per variant and seed)."""
+    from psgan_fast.config import STAGE_SPLIT
+
     lines = ["# PS-GAN ablation", ""]
     if setup:
         lines += [f"Made by `{setup['command']}` at commit {setup['commit'] or '?'} on {setup['machine']}, "
@@ -239,7 +242,8 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
                   "rows cached from earlier invocations keep their own results).", ""]
     lines += [
         f"Schedule: {opts['epochs']} epochs x {opts['batches']} batches of 64 "
-        f"(stages 20/30/50% unless a row says no stages), {opts['generators']} generators unless a row "
+        f"(stages {'/'.join(str(round(100 * w)) for w in STAGE_SPLIT)}% unless a row says otherwise), "
+        f"{opts['generators']} generators unless a row "
         f"says otherwise; mnist-lenet FID on {opts['samples']} samples per generator against MNIST train.",
         f"A generator is collapsed when one class holds > {MAX_CLASS_SHARE:.0%} of its samples or fewer "
         f"than {MIN_CLASSES} classes hold >= {MIN_CLASS_SHARE:.0%}. D acc: the share of groups in which D "

@@ -47,6 +47,7 @@ CONFIGS = (
     (f"{RECOMMENDED_LOSS} (the default: skips in G only)", {"loss": RECOMMENDED_LOSS}),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-beta0-lean8x64,
     # -beta0-lean8 and, with the old betas, -lean16; Adam's betas do not change the cost).
+    ("default + R1/R2 every 8 steps", _LEAN),
     ("default + R1/R2 every 8 on 64 + 64 images", {**_LEAN, "reg_batch": 64}),
     ("default + R1/R2 every 8 on 32 + 32 images", {**_LEAN, "reg_batch": 32}),
     ("default + R1/R2 every 16 on 32 + 32 images", {**_LEAN, "reg_every": 16, "reg_batch": 32}),

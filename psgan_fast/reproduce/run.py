@@ -123,9 +123,10 @@ def train_parallel(out: Path, plan: Plan, runs: Sequence[tuple[str, int]], jobs:
             _log(f"  trained {i}/{len(todo)}: {row} seed {seed} ({fut.result()})")
 
 
-def train_seconds(run_dir: Path) -> Optional[float]:
-    """Cumulative training seconds of a run (its last epoch record)."""
-    recs = epoch_records(run_dir)
+def train_seconds(run_dir: Path, records: Optional[list[dict]] = None) -> Optional[float]:
+    """Cumulative training seconds of a run (its last epoch record);
+    `records`: its `epoch_records`, where the caller has read them."""
+    recs = epoch_records(run_dir) if records is None else records
     return float(recs[-1]["train_seconds"]) if recs else None
 
 

@@ -10,6 +10,7 @@ the cumulative ``train_seconds``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from psgan_fast.fsutil import read_jsonl
 
@@ -33,3 +34,18 @@ def d_picks_real(records: list[dict]) -> list[float]:
 def d_picks_real_per_epoch(run_dir: Path) -> list[float]:
     """`d_picks_real` of the run in `run_dir`."""
     return d_picks_real(epoch_records(run_dir))
+
+
+def final_stage_step_seconds(records: list[dict]) -> Optional[float]:
+    """Wall-clock training seconds per step over the epochs of the run's
+    last stage (the largest ``stage`` among its epoch records; every epoch
+    for a run without stages), from `epoch_records`: the cost of a step at
+    the final resolution, whatever the split over the stages. An epoch
+    logged twice counts once (its last record). None without such an epoch."""
+    by_epoch = {int(r["epoch"]): r for r in records if "seconds" in r and "steps" in r}
+    if not by_epoch:
+        return None
+    last = max(int(r.get("stage", 0)) for r in by_epoch.values())
+    final = [r for r in by_epoch.values() if int(r.get("stage", 0)) == last]
+    steps = sum(int(r["steps"]) for r in final)
+    return sum(float(r["seconds"]) for r in final) / steps if steps else None

@@ -390,6 +390,32 @@ def _bullet(sec: list[str], start: str) -> str:
     return next(l for l in sec if l.startswith(start))
 
 
+def test_cost_compares_steps_at_the_final_stage():
+    """The recommended update's cost is its step at the final stage against
+    the paper's (its split over the stages differs), not the whole run."""
+    from psgan_fast.runlog import final_stage_step_seconds
+
+    recs = [{"epoch": 0, "stage": 0, "steps": 10, "seconds": 1.0}, {"epoch": 1, "stage": 2, "steps": 10, "seconds": 4.0},
+            {"epoch": 1, "stage": 2, "steps": 10, "seconds": 5.0},  # epoch 1 logged again (resumed): the last counts
+            {"epoch": 2, "stage": 2, "steps": 20, "seconds": 6.0}]
+    assert final_stage_step_seconds(recs) == pytest.approx(11.0 / 30)
+    assert final_stage_step_seconds([{"epoch": 0, "steps": 4, "seconds": 2.0}]) == pytest.approx(0.5)  # no stages
+    assert final_stage_step_seconds([]) is None
+    table = _fake_table()
+    for n in (1, 2, 3):
+        for e in table[f"psgan-g{n}"]:
+            e.update(final_step_seconds=0.2, train_seconds=100.0)
+        for e in table[f"psgan-rec-g{n}"]:
+            e.update(final_step_seconds=0.2 * (1.1 + 0.05 * n), train_seconds=150.0)
+    line = _bullet(rp.recommended_section(table, _fake_plan()), "- Cost of the recommended update")
+    assert "a step at 28 px takes 115%, 120%, 125% of the paper's" in line and "missed" in line
+    assert "Whole runs, which also differ in how the epochs are split over the stages: 150%, 150%, 150%." in line
+    for n in (1, 2, 3):
+        for e in table[f"psgan-rec-g{n}"]:
+            e["final_step_seconds"] = 0.2 * 1.15
+    assert "): met" in _bullet(rp.recommended_section(table, _fake_plan()), "- Cost of the recommended update")
+
+
 def test_targets_are_met_only_at_or_below_the_reference_mean():
     vs_sngan, vs_two = "- Recommended PS-GAN (2 gens) FID", "- 3 generators vs 2"
     # The committed report: 2.66 ± 1.68 vs 2.57 ± 0.28 is a tie by seed spread, but the mean is above.

@@ -121,6 +121,9 @@ def stage_split(epochs: int, row: Optional[str] = None) -> tuple[int, ...]:
 def _agg(entries: list[dict], what: str) -> tuple[Optional[float], Optional[float]]:
     if what == "time":
         return _mean_sd([e["train_seconds"] for e in entries if e["status"] == "complete"])
+    if what == "step":  # wall-clock seconds per step at the final stage
+        return _mean_sd([e["final_step_seconds"] for e in entries
+                         if e["status"] == "complete" and e.get("final_step_seconds")])
     return _mean_sd([e["eval"][what] for e in entries if e["eval"] is not None])
 
 

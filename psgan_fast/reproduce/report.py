@@ -10,7 +10,7 @@ from typing import Optional
 from psgan_fast import paper
 from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.machine import git_commit
-from psgan_fast.runlog import d_picks_real, d_picks_real_per_epoch, epoch_records
+from psgan_fast.runlog import d_picks_real, d_picks_real_per_epoch, epoch_records, final_stage_step_seconds
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
                                         REC_ROW_IDS, ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
@@ -39,7 +39,7 @@ def collect(out: Path, plan: Plan) -> dict[str, list[dict]]:
             shares = d_picks_real(recs)
             entry = {"seed": seed, "status": status, "steps": steps, "train_seconds": train_seconds(rd, recs),
                      "eval": doc["result"] if doc else None, "d_right": shares[-1] if shares else None,
-                     "d_right_per_epoch": shares}
+                     "d_right_per_epoch": shares, "final_step_seconds": final_stage_step_seconds(recs)}
             if status == "failed":
                 entry["error"] = (_read_json(rd / "FAILED.json") or {}).get("error")
             table.setdefault(row, []).append(entry)
@@ -200,7 +200,9 @@ def results_doc(plan: Plan, table: dict, reference: Optional[dict], progress: di
         rows[row] = {"label": LABELS[row], "model": ROWS[row]["model"], "generators": ROWS[row]["generators"],
                      "loss": ROWS[row]["loss"] if ROWS[row]["model"] == "psgan" else None,
                      "runs": [{"seed": e["seed"], "status": e["status"], "steps": e["steps"],
-                               "train_seconds": e["train_seconds"], "d_picks_real": e.get("d_right"),
+                               "train_seconds": e["train_seconds"],
+                               "final_stage_step_seconds": e.get("final_step_seconds"),
+                               "d_picks_real": e.get("d_right"),
                                "d_picks_real_per_epoch": e.get("d_right_per_epoch") or None,
                                **({k: e["eval"].get(k) for k in ("fid", "is_mean", "is_std", "class_histogram",
                                                                  "generators", "num_samples")}

@@ -322,9 +322,9 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
                        f"{lo_ok:.0%}–{hi_ok:.0%}.")
     costs, runs = [], []
     for n in (1, 2, 3):
-        rec, paper = table.get(f"psgan-rec-g{n}", []), table.get(f"psgan-g{n}", [])
-        s, sf = _agg(rec, "step")[0], _agg(paper, "step")[0]
-        t, tf = _agg(rec, "time")[0], _agg(paper, "time")[0]
+        rec, lit = table.get(f"psgan-rec-g{n}", []), table.get(f"psgan-g{n}", [])
+        s, sf = _agg(rec, "step")[0], _agg(lit, "step")[0]
+        t, tf = _agg(rec, "time")[0], _agg(lit, "time")[0]
         if s and sf:
             costs.append(s / sf)
             runs.append(_pct(t / tf, 0) if t and tf else "—")

@@ -235,7 +235,7 @@ def _write_table(out: Path, results: list[dict], opts: dict, argv: Optional[Sequ
 
 def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str:
     """The Markdown table (one row per variant and seed)."""
-    from psgan_fast.config import STAGE_SPLIT
+    from psgan_fast.config import STAGE_SPLIT, format_split
 
     lines = ["# PS-GAN ablation", ""]
     if setup:
@@ -244,7 +244,7 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
                   "rows cached from earlier invocations keep their own results).", ""]
     lines += [
         f"Schedule: {opts['epochs']} epochs x {opts['batches']} batches of 64 "
-        f"(stages {'/'.join(str(round(100 * w)) for w in STAGE_SPLIT)}% unless a row says otherwise), "
+        f"(stages {format_split(STAGE_SPLIT)} unless a row says otherwise), "
         f"{opts['generators']} generators unless a row "
         f"says otherwise; mnist-lenet FID on {opts['samples']} samples per generator against MNIST train.",
         f"A generator is collapsed when one class holds > {MAX_CLASS_SHARE:.0%} of its samples or fewer "

@@ -97,8 +97,9 @@ def stage_split(model: str, loss: str) -> tuple[float, ...]:
     return tuple(own) if own is not None else STAGE_SPLIT
 
 
-def _pct_split(shares: Sequence[float]) -> str:
-    return "/".join(f"{round(100 * w)}" for w in shares) + "%%"
+def format_split(shares: Sequence[float]) -> str:
+    """"20/30/50%": shares of the epochs per stage, as the docs write them."""
+    return "/".join(f"{round(100 * w)}" for w in shares) + "%"
 
 
 @dataclass
@@ -120,8 +121,8 @@ class TrainConfig:
     epochs: int = _flag(10, "total epochs over all stages", min=1)
     stage_epochs: Optional[tuple[int, ...]] = _flag(
         None, "epochs per stage, e.g. 2,3,5 for 7x7,14x14,28x28 (default: the --loss's shares of --epochs, "
-        f"{_pct_split(stage_split('psgan', RECOMMENDED_LOSS))} for {RECOMMENDED_LOSS}; {_pct_split(STAGE_SPLIT)} "
-        "for the other losses and ProGAN)")
+        f"{format_split(stage_split('psgan', RECOMMENDED_LOSS))} for {RECOMMENDED_LOSS}; "
+        f"{format_split(STAGE_SPLIT)} for the other losses and ProGAN)".replace("%", "%%"))
     alpha: float = _flag(0.1, "Algorithm 1 mixing weight at stage switches")
     batch_size: int = _flag(64, "images per batch (the paper: 64)", min=2)
     lr: Optional[float] = _flag(None, "learning rate (default: the model's published value)")

@@ -85,6 +85,11 @@ class LossSpec:
 CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "update", "d_arch", "skips", "d_skips", "betas")
 
 
+# "rps-r1r2-gskips" (below), which the recommended spec extends.
+_GSKIPS = LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True, d_skips=False,
+                   betas=(0.0, 0.99),
+                   summary="rps + R1/R2 (gamma 0.1, lazy) + skip networks in G + Adam betas (0, 0.99)")
+
 LOSSES = {
     "ps": LossSpec("ps_loss", summary="the paper's Algorithm 2, literally: D learns only where it was "
                    "wrong, generator k only where D did not pick its fake; one simultaneous update"),
@@ -101,18 +106,15 @@ LOSSES = {
     # The spec above with R3GAN's Adam betas (0, 0.99) and the skip networks
     # in G only (D's half cost 7–10% of a step for no FID): the default from
     # 2026-12-02 to 2026-12-03.
-    "rps-r1r2-gskips": LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True, d_skips=False,
-                                betas=(0.0, 0.99),
-                                summary="rps + R1/R2 (gamma 0.1, lazy) + skip networks in G + Adam betas (0, 0.99)"),
+    "rps-r1r2-gskips": _GSKIPS,
     # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
     # ablation that chose it): the spec above with 10 / 10 / 80% of the epochs
     # at 7 / 14 / 28 px instead of 20 / 30 / 50%. Stage switches no longer
     # cost anything (skip networks), and the final resolution is what is
     # evaluated.
-    "rps-r1r2-gskips-s118": LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=True,
-                                     d_skips=False, betas=(0.0, 0.99), stage_split=(0.1, 0.1, 0.8),
-                                     summary="rps-r1r2-gskips with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px "
-                                             "(recommended)"),
+    "rps-r1r2-gskips-s118": dataclasses.replace(
+        _GSKIPS, stage_split=(0.1, 0.1, 0.8),
+        summary="rps-r1r2-gskips with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px (recommended)"),
 }
 
 

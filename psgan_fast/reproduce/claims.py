@@ -261,6 +261,18 @@ def _at_or_below(a: tuple, b: tuple, k: int, other: str) -> tuple[bool, str]:
     return met, f"tied with {other} within {noise}, mean {side}"
 
 
+def _vs_paper(table: dict, n: int) -> tuple[Optional[float], Optional[float]]:
+    """The recommended PS-GAN with n generators against the paper's (mean
+    over seeds): its whole run's training time and its wall-clock step at
+    the final stage, each as a ratio (None where a side has no number)."""
+    rec, lit = table.get(f"psgan-rec-g{n}", []), table.get(f"psgan-g{n}", [])
+    ratios = []
+    for what in ("time", "step"):
+        a, b = _agg(rec, what)[0], _agg(lit, what)[0]
+        ratios.append(a / b if a and b else None)
+    return ratios[0], ratios[1]
+
+
 def recommended_section(table: dict, plan: Plan) -> list[str]:
     """The paper's PS-GAN (Algorithm 2 read literally) and the recommended
     one beside SNGAN, with the targets of issue #15 checked from the numbers."""
@@ -280,16 +292,14 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
          "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         entries = table[r]
-        t = _agg(entries, "time")[0]
         n = ROWS[r]["generators"]
-        faithful = f"psgan-g{n}" if r.startswith("psgan-rec") else None
-        tf = _agg(table[faithful], "time")[0] if faithful else None
-        st, stf = _agg(entries, "step")[0], (_agg(table[faithful], "step")[0] if faithful else None)
+        run_ratio, step_ratio = _vs_paper(table, n) if r in REC_ROW_IDS else (None, None)
         top, coll, rng = _classes(entries)
         n_eval = sum(e["eval"] is not None for e in entries)
         L.append(f"| {LABELS[r]} | {ROWS[r]['loss'] if ROWS[r]['model'] == 'psgan' else '—'} | {n_eval} "
                  f"| {_fmt(*_agg(entries, 'fid'))} | {_fmt(*_agg(entries, 'is_mean'))} "
-                 f"| {_pct(t / tf, 0) if t and tf else '—'} / {_pct(st / stf, 0) if st and stf else '—'} | {_pct(top, 0)} "
+                 f"| {_pct(run_ratio, 0) if run_ratio else '—'} / {_pct(step_ratio, 0) if step_ratio else '—'} "
+                 f"| {_pct(top, 0)} "
                  f"| {'—' if coll is None else coll} | "
                  f"{'—' if rng is None else f'{rng[0]:.1%}–{rng[1]:.1%}'} "
                  f"| {_d_per_epoch(entries, n)} |")
@@ -322,12 +332,10 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
                        f"{lo_ok:.0%}–{hi_ok:.0%}.")
     costs, runs = [], []
     for n in (1, 2, 3):
-        rec, lit = table.get(f"psgan-rec-g{n}", []), table.get(f"psgan-g{n}", [])
-        s, sf = _agg(rec, "step")[0], _agg(lit, "step")[0]
-        t, tf = _agg(rec, "time")[0], _agg(lit, "time")[0]
-        if s and sf:
-            costs.append(s / sf)
-            runs.append(_pct(t / tf, 0) if t and tf else "—")
+        run_ratio, step_ratio = _vs_paper(table, n)
+        if step_ratio:
+            costs.append(step_ratio)
+            runs.append(_pct(run_ratio, 0) if run_ratio else "—")
     if costs:
         out.append(f"- Cost of the recommended update: a step at 28 px takes {', '.join(_pct(c, 0) for c in costs)} "
                    f"of the paper's for N = 1, 2, 3 (target ≤ {_pct(MAX_COST_RATIO, 0)}): "

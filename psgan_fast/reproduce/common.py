@@ -111,11 +111,11 @@ def stage_split(epochs: int, row: Optional[str] = None) -> tuple[int, ...]:
     what its TrainConfig resolves to without --stage-epochs (the recommended
     PS-GAN's loss has its own split). Without a row: the default split, the
     paper's PS-GAN's and ProGAN's (the plan's `schedule.stage_epochs`)."""
-    from psgan_fast.config import TrainConfig
+    from psgan_fast.config import TrainConfig, default_stage_epochs
 
-    model, loss = (ROWS[row]["model"], ROWS[row]["loss"]) if row is not None else ("progan", None)
-    cfg = TrainConfig(model=model, epochs=epochs, **({"loss": loss} if loss else {}))
-    return cfg.resolved_stage_epochs(3)
+    if row is None:
+        return default_stage_epochs(epochs, 3)
+    return TrainConfig(model=ROWS[row]["model"], loss=ROWS[row]["loss"], epochs=epochs).resolved_stage_epochs(3)
 
 
 def _agg(entries: list[dict], what: str) -> tuple[Optional[float], Optional[float]]:

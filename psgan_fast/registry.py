@@ -90,6 +90,11 @@ _GSKIPS = LossSpec(GROUP_LOSS, d_gate=1.0, g_gate=False, r1=0.1, r2=0.1, skips=T
                    betas=(0.0, 0.99),
                    summary="rps + R1/R2 (gamma 0.1, lazy) + skip networks in G + Adam betas (0, 0.99)")
 
+# "rps-r1r2-gskips-s118" (below): 10 / 10 / 80% of the epochs at 7 / 14 / 28 px.
+_S118 = dataclasses.replace(
+    _GSKIPS, stage_split=(0.1, 0.1, 0.8),
+    summary="rps-r1r2-gskips with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px")
+
 LOSSES = {
     "ps": LossSpec("ps_loss", summary="the paper's Algorithm 2, literally: D learns only where it was "
                    "wrong, generator k only where D did not pick its fake; one simultaneous update"),
@@ -107,14 +112,18 @@ LOSSES = {
     # in G only (D's half cost 7–10% of a step for no FID): the default from
     # 2026-12-02 to 2026-12-03.
     "rps-r1r2-gskips": _GSKIPS,
+    # The spec above with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px
+    # instead of 20 / 30 / 50%: stage switches no longer cost anything (skip
+    # networks), and the final resolution is what is evaluated. The default
+    # from 2026-12-03 until R1/R2 went to every 8 steps (below).
+    "rps-r1r2-gskips-s118": _S118,
     # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
-    # ablation that chose it): the spec above with 10 / 10 / 80% of the epochs
-    # at 7 / 14 / 28 px instead of 20 / 30 / 50%. Stage switches no longer
-    # cost anything (skip networks), and the final resolution is what is
-    # evaluated.
-    "rps-r1r2-gskips-s118": dataclasses.replace(
-        _GSKIPS, stage_split=(0.1, 0.1, 0.8),
-        summary="rps-r1r2-gskips with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px (recommended)"),
+    # ablation that chose it): the spec above with the lazy R1/R2 every 8
+    # steps instead of 4 (weighted by 8), half the penalty's share of a step
+    # (docs/results/cost.md) for the same FID (docs/results/2026-12-03-reg-every8/).
+    "rps-r1r2-gskips-s118-r8": dataclasses.replace(
+        _S118, reg_every=8,
+        summary="rps-r1r2-gskips-s118 with R1/R2 every 8 steps instead of 4 (recommended)"),
 }
 
 

@@ -100,10 +100,10 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "recommended-split127": ("recommended-beta0-gskips", "stages 10/20/70% of the epochs instead of 20/30/50%",
                              {"stages": (0.1, 0.2, 0.7)}),
     "recommended-split118": ("recommended-beta0-gskips", "stages 10/10/80% of the epochs instead of 20/30/50% "
-                             "(= the default, rps-r1r2-gskips-s118)",
+                             "(= rps-r1r2-gskips-s118, the default until R1/R2 went to every 8 steps)",
                              {"stages": (0.1, 0.1, 0.8)}),
     "recommended-split118-every8": ("recommended-split118", "R1/R2 every 8 steps instead of 4 (the step cost "
-                                    "target)", {"reg_every": 8}),
+                                    "target; = the default, rps-r1r2-gskips-s118-r8)", {"reg_every": 8}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

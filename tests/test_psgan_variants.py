@@ -328,6 +328,15 @@ def test_penalty_step_counter_survives_resume():
     assert "r1" in r2.step(real_batch()).extras      # step 2: one
 
 
+@pytest.mark.parametrize("loss, every", [(config.RECOMMENDED_LOSS, 8), ("rps-r1r2-gskips-s118", 4)])
+def test_the_default_penalises_every_8th_step_and_the_previous_every_4th(loss, every):
+    """The recommended rule runs R1/R2 on steps 0, 8, 16, ... (half the
+    penalty's cost of the previous default, docs/results/cost.md); the
+    previous default keeps every 4th step, so its runs resume as they were."""
+    r = make(n=1, loss=loss)
+    assert [("r1" in r.step(real_batch()).extras) for _ in range(17)] == [i % every == 0 for i in range(17)]
+
+
 def test_bad_knobs_are_refused():
     with pytest.raises(ValueError, match="reg_every"):
         make(loss="rps", r1=-1.0)

@@ -33,22 +33,29 @@ import torch
 
 from psgan_fast.config import RECOMMENDED_LOSS, ModelOptions, TrainConfig
 from psgan_fast.fsutil import atomic_write_text
+from psgan_fast.registry import get_spec
+
+
+def _every(loss: str) -> str:
+    """"R1/R2 every K steps", K the spec's own interval (the registry's)."""
+    return f"R1/R2 every {get_spec(loss).reg_every} steps"
+
 
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
 _PREV = "rps-r1r2-skips"  # the default until 2026-12-02: skip networks in G and D
-_EVERY4 = "rps-r1r2-gskips-s118"  # the default until R1/R2 went to every 8 steps
+_S118 = "rps-r1r2-gskips-s118"  # the default until R1/R2 went to every 8 steps
 _REC = {"loss": RECOMMENDED_LOSS}
-DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: R1/R2 every 8 steps)"  # the row the cost target is about
+DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)})"  # the row the cost target is about
 CONFIGS = (
     ("ps (the paper's Algorithm 2)", {"loss": "ps"}),
     ("rps (gates off)", {"loss": "rps"}),
     ("rps + skip networks in G and D", {"loss": "rps", "skips": True}),
     ("rps + skip networks in G", {"loss": "rps", "skips": True, "d_skips": False}),
-    (f"{_PREV} (+ R1/R2 every 4 steps; a previous default)", {"loss": _PREV}),
+    (f"{_PREV} (+ {_every(_PREV)}; a previous default)", {"loss": _PREV}),
     # The same update with R1/R2's input gradient by autograd's double backward
     # instead of D's written-out chain (Discriminator.input_gradient): same values.
     ("... R1/R2 gradient by autograd", {"loss": _PREV, "options": ModelOptions(penalty_grad="autograd")}),
-    (f"{_EVERY4} (skips in G only, R1/R2 every 4 steps; the previous default)", {"loss": _EVERY4}),
+    (f"{_S118} (skips in G only, {_every(_S118)}; the previous default)", {"loss": _S118}),
     (DEFAULT_LABEL, _REC),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-beta0-lean8x64,
     # -beta0-lean8 and, with the old betas, -lean16; Adam's betas do not change the cost).

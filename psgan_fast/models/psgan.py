@@ -1,7 +1,7 @@
 """PS-GAN as a recipe: N parallel generators, one discriminator, stepwise
 stages with Algorithm 1 at each switch, and the update rule of `cfg.loss`
 (`psgan_fast.loss.LOSSES`: "ps" is the paper's Algorithm 2 read literally,
-the default "rps-r1r2-gskips-s118-r8" the recommended variant, docs/DESIGN.md §3).
+the default `psgan_fast.config.RECOMMENDED_LOSS` the recommended variant, docs/DESIGN.md §3).
 Variants may add lazy R1/R2 penalties (their own pass into D's gradients),
 an alternating update (D steps, then G against the new D) and the skip
 stage networks (`psgan_fast.stages`).

@@ -262,7 +262,74 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
     assert "--seeds 2 (planned: 1)" in err
     assert rp.main(["--out", str(out), "--budget-minutes", "60"]) == 1
     assert _snapshot(out) == done
+
+    # 5. --extend trains a further seed of one row only; nothing finished is retrained.
+    assert "add --extend" in err
+    assert rp.main(["--out", str(out), "--extend", "--seeds", "2", "--seed-rows", "sngan"]) == 0
+    assert "1 more run(s)" in capsys.readouterr().out
+    extended = _snapshot(out)
+    assert sorted(extended) == sorted(list(done) + ["sngan-s1"])
+    assert {k: v for k, v in extended.items() if k in done} == done
+    assert rp.run_status(out / "runs" / "sngan-s1") == ("complete", 6)
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["seed"] for r in doc["rows"]["sngan"]["runs"]] == [0, 1]
+    assert [r["seed"] for r in doc["rows"]["psgan-rec-g2"]["runs"]] == [0]
+    assert doc["extensions"][0]["seeds"] == [0] and doc["extensions"][0]["seed_rows"] is None
+    assert "**Extended**" in (out / "REPORT.md").read_text()
+    # ... and is resumed like any other reproduction, with or without the flags.
+    assert rp.main(["--out", str(out)]) == 0
+    assert rp.main(["--out", str(out), "--seeds", "2", "--seed-rows", "sngan"]) == 0
+    assert _snapshot(out) == extended
     print(f"smoke reproduction test: {time.perf_counter() - t0:.0f} s")
+
+
+def test_extend_adds_seeds_and_seed_rows_and_drops_nothing():
+    plan = _fake_plan(seeds=(0,))
+    plan = rp.extend_plan(plan, 2, ["psgan-rec-g2", "sngan"], command="c1", at="t1", all_rows=rp.ROW_IDS)
+    assert plan.seeds == [0, 1] and plan.seed_rows == ["sngan", "psgan-rec-g2"]  # in the rows' order
+    assert (plan.flags.seeds, plan.flags.seed_rows) == (2, ["sngan", "psgan-rec-g2"])
+    assert [r for r, s in rp.plan_runs(plan) if s == 1] == ["sngan", "psgan-rec-g2"]
+    # More rows at the same seed count; then more seeds for the same rows.
+    plan = rp.extend_plan(plan, None, ["sngan", "psgan-rec-g2", "psgan-rec-g3"], command="c2", at="t2",
+                          all_rows=rp.ROW_IDS)
+    assert [r for r, s in rp.plan_runs(plan) if s == 1] == ["sngan", "psgan-rec-g2", "psgan-rec-g3"]
+    plan = rp.extend_plan(plan, 3, None, command="c3", at="t3", all_rows=rp.ROW_IDS)
+    assert [r for r, s in rp.plan_runs(plan) if s == 2] == ["sngan", "psgan-rec-g2", "psgan-rec-g3"]
+    assert [e["command"] for e in plan.extensions] == ["c1", "c2", "c3"]
+    assert plan.extensions[0] == {"at": "t1", "command": "c1", "seeds": [0], "seed_rows": None}
+    assert plan.extensions[2]["seed_rows"] == ["sngan", "psgan-rec-g2", "psgan-rec-g3"]
+    back = rp.Plan.from_json(json.loads(json.dumps(plan.to_json())))
+    assert back.extensions == plan.extensions and rp.plan_runs(back) == rp.plan_runs(plan)
+    assert plan.schedule == _fake_plan().schedule
+    # Every row listed: seed_rows goes back to None (all rows).
+    assert rp.extend_plan(plan, None, list(rp.ROW_IDS), command="c", at="t", all_rows=rp.ROW_IDS).seed_rows is None
+    # Refused: fewer seeds, a seed row left out, nothing new.
+    with pytest.raises(rp.ReproError, match="--seeds 2 is fewer than the 3 planned"):
+        rp.extend_plan(plan, 2, None, command="c", at="t", all_rows=rp.ROW_IDS)
+    with pytest.raises(rp.ReproError, match="leaves out psgan-rec-g3"):
+        rp.extend_plan(plan, 4, ["sngan", "psgan-rec-g2"], command="c", at="t", all_rows=rp.ROW_IDS)
+    with pytest.raises(rp.ReproError, match="give more --seeds or more --seed-rows"):
+        rp.extend_plan(plan, 3, ["psgan-rec-g3", "sngan", "psgan-rec-g2"], command="c", at="t",
+                       all_rows=rp.ROW_IDS)
+    # A plan.json from before --extend existed reads with no extensions.
+    doc = _fake_plan().to_json()
+    del doc["extensions"]
+    assert rp.Plan.from_json(doc).extensions == []
+
+
+def test_extend_needs_a_started_reproduction_and_keeps_the_other_flags(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert rp.main(["--out", str(out), "--extend", "--seeds", "2"]) == 1
+    assert "has no plan.json" in capsys.readouterr().err and not out.exists()
+    out.mkdir()
+    plan = _fake_plan(seeds=(0,))
+    (out / "plan.json").write_text(json.dumps(plan.to_json()))
+    before = (out / "plan.json").read_text()
+    assert rp.main(["--out", str(out), "--extend", "--seeds", "2", "--budget-minutes", "60"]) == 1
+    assert "--budget-minutes 60.0 (planned: 5.0)" in capsys.readouterr().err
+    assert rp.main(["--out", str(out), "--extend", "--seeds", "1"]) == 1
+    assert "give more --seeds" in capsys.readouterr().err
+    assert (out / "plan.json").read_text() == before
 
 
 def test_seed_rows_and_jobs_plan_only_the_asked_runs():

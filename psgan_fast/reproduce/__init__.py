@@ -68,14 +68,14 @@ from psgan_fast.reproduce.report import (collect, d_picks_real_per_epoch, d_righ
                                         write_report)
 from psgan_fast.reproduce.run import (evaluate_run, reference_eval, run_status, train_config, train_parallel,
                                      train_run, train_seconds)
-from psgan_fast.reproduce.state import Calibration, Context, Flags, Plan, Schedule, plan_runs, seeds_of
+from psgan_fast.reproduce.state import Calibration, Context, Flags, Plan, Schedule, extend_plan, plan_runs, seeds_of
 
 __all__ = [
     "BATCH_SIZE", "DEFAULT_EVAL_SAMPLES", "DESCRIPTIONS", "EXTRA_SAMPLE_FIGURES", "JOBS_EFFICIENCY", "LABELS",
     "LOSS_FIGURES", "MAX_COST_RATIO", "MAX_EPOCHS", "MIN_BATCHES", "MIN_EPOCHS", "PAPER_ROW_IDS", "PAPER_TABLE2",
     "PAPER_TABLE4", "PLAN_VERSION", "PREFERRED_EPOCHS", "REC_ROW_IDS", "ROW_IDS", "ROWS", "SAMPLE_FIGURES",
     "SMOKE", "TARGET_FRACTION", "TIE", "_compare", "build_parser", "calibrate", "Calibration", "choose_schedule",
-    "choose_threads", "claims", "collect", "Context", "d_picks_real_per_epoch", "d_right_share", "evaluate_run",
+    "choose_threads", "claims", "collect", "Context", "d_picks_real_per_epoch", "d_right_share", "evaluate_run", "extend_plan",
     "Flags", "Interrupted", "main", "make_figures", "make_plan", "Plan", "plan_runs", "predict", "read_jsonl",
     "recommended_section", "reference_eval", "render_report", "ReproError", "results_doc", "run_name",
     "run_status", "Schedule", "seeds_of", "stage_split", "train_config", "train_parallel", "train_run",

@@ -17,7 +17,7 @@ from psgan_fast.reproduce.common import (BATCH_SIZE, DEFAULT_EVAL_SAMPLES, JOBS_
 from psgan_fast.reproduce.plan import make_plan
 from psgan_fast.reproduce.report import write_report
 from psgan_fast.reproduce.run import evaluate_run, reference_eval, run_status, train_parallel, train_run
-from psgan_fast.reproduce.state import Context, Flags, Plan, plan_runs
+from psgan_fast.reproduce.state import Context, Flags, Plan, extend_plan, plan_runs
 
 
 def _positive_float(text: str) -> float:
@@ -84,11 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     a("--threads", type=_positive_int, default=None,
       help="torch CPU threads (default: on a CPU, 1 or torch's default, whichever a short timing finds faster; "
            "1 for --smoke)")
+    a("--extend", action="store_true",
+      help="train more seeds in a started reproduction: --seeds may grow and --seed-rows gain rows; the "
+           "schedule stays the plan's, so the new runs compare with the old ones (its budget and prediction "
+           "do not cover them)")
     a("--stop-after-steps", type=_positive_int, default=None,
       help="stop after this many training steps in this invocation, as if killed (for testing resume)")
     return p
 
 
+# What --extend may change in a started reproduction (psgan_fast.reproduce.state.extend_plan).
+EXTENDABLE_FLAGS = ("seeds", "seed_rows")
 PLAN_FLAGS = ("budget_minutes", "seeds", "seed_rows", "jobs", "feature_extractor", "device", "smoke", "eval_samples",
               "final_samples", "threads")
 
@@ -96,6 +102,11 @@ PLAN_FLAGS = ("budget_minutes", "seeds", "seed_rows", "jobs", "feature_extractor
 def _resolve_flags(args: argparse.Namespace, plan: Optional[Plan]) -> Flags:
     """Flags of this invocation; for a started reproduction, those given must match the plan."""
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
+    if getattr(args, "extend", False):
+        if plan is None:
+            raise ReproError(f"--extend adds seeds to a started reproduction, and {args.out} has no plan.json; "
+                             "drop --extend to plan a new one")
+        given = {k: v for k, v in given.items() if k not in EXTENDABLE_FLAGS}  # extend_plan checks them
     if plan is not None:
         flags = plan.flags
         conflicts = [f"--{k.replace('_', '-')} {v} (planned: {getattr(flags, k)})" for k, v in given.items()
@@ -103,7 +114,9 @@ def _resolve_flags(args: argparse.Namespace, plan: Optional[Plan]) -> Flags:
         if conflicts:
             raise ReproError(
                 f"{args.out} is a started reproduction planned with different settings: {'; '.join(conflicts)}. "
-                "Rerun with the planned settings (or only --out to take them from plan.json), or use a new --out.")
+                "Rerun with the planned settings (or only --out to take them from plan.json), or use a new --out"
+                + (" (or add --extend to train more seeds in it)." if any(k in given for k in EXTENDABLE_FLAGS)
+                   else "."))
         return dataclasses.replace(flags)
     smoke = bool(given.get("smoke"))
     budget = given.get("budget_minutes", SMOKE["budget_minutes"] if smoke else None)
@@ -169,6 +182,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"{PLAN_VERSION}; use a new --out")
         plan = None if doc is None else Plan.from_json(doc)
         flags = _resolve_flags(args, plan)
+        if args.extend:
+            before = len(plan_runs(plan))
+            plan = extend_plan(plan, args.seeds, args.seed_rows, command=argv_text,
+                               at=time.strftime("%Y-%m-%d %H:%M:%S"), all_rows=ROW_IDS)
+            flags = dataclasses.replace(plan.flags)
+            _write_json(plan_path, plan.to_json())
+            _log(f"extended {plan_path}: seeds {', '.join(map(str, plan.seeds))} for "
+                 f"{', '.join(plan.seed_rows or ROW_IDS)}; {len(plan_runs(plan)) - before} more run(s)")
         if flags.threads:
             import torch
 

@@ -85,6 +85,10 @@ def render_report(out: Path, plan: Plan, table: dict, figures: dict[str, str], r
                    f"run(s) at a time; the plan aims at {int(TARGET_FRACTION * 100)}% of the budget)")
     a(f"- **Budget:** {plan.budget_minutes:g} min ({planned}). Wall-clock so far: {wall / 60:.1f} min over "
       f"{len(progress.get('invocations', []))} invocation(s).")
+    for e in plan.extensions:
+        a(f"- **Extended** {e['at']} by `{e['command']}` (the plan had seed(s) {', '.join(map(str, e['seeds']))} "
+          f"for {'every row' if e['seed_rows'] is None else ', '.join(e['seed_rows'])}): the schedule is "
+          "unchanged, and the budget and prediction above cover the plan before the extension.")
     la = [plan.loadavg_at_plan, progress.get("loadavg_last")]
     if any(la):
         a(f"- **Machine load** (1/5/15-min load averages): {la[0]} when planned, {la[1]} at the last report "
@@ -210,6 +214,6 @@ def results_doc(plan: Plan, table: dict, reference: Optional[dict], progress: di
     return {"command": plan.command, "commit": git_commit(), "created": plan.created,
             "machine": {"device": plan.device_name, "cores": plan.cpu_count, "torch_threads": plan.torch_threads,
                         "versions": plan.versions},
-            "budget_minutes": plan.budget_minutes, "flags": plan.flags.to_json(), "schedule": plan.schedule.to_json(),
+            "budget_minutes": plan.budget_minutes, "extensions": plan.extensions, "flags": plan.flags.to_json(), "schedule": plan.schedule.to_json(),
             "wall_seconds": sum(inv.get("wall_seconds", 0.0) for inv in progress.get("invocations", [])),
             "feature_extractor": plan.feature_extractor, "reference": reference, "rows": rows}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from psgan_fast.reproduce.common import BATCH_SIZE, DEFAULT_EVAL_SAMPLES, JOBS_EFFICIENCY, ReproError
 
@@ -121,6 +121,9 @@ class Plan:
     real_reference_seconds: Optional[float] = None
     versions: dict = field(default_factory=dict)
     loadavg_at_plan: Optional[list[float]] = None
+    # Later invocations with --extend: {"at", "command", "seeds", "seed_rows"}
+    # each, the seeds and seed rows the plan had before it (extend_plan).
+    extensions: list = field(default_factory=list)
 
     @property
     def jobs(self) -> int:
@@ -177,6 +180,38 @@ def seeds_of(plan: Union[Plan, Mapping], row: str) -> list[int]:
     and "seed_rows" are read)."""
     seeds, rows = _get(plan, "seeds"), _get(plan, "seed_rows")
     return list(seeds) if rows is None or row in rows else list(seeds[:1])
+
+
+def extend_plan(plan: Plan, seeds: Optional[int], seed_rows: Optional[list[str]], *, command: str, at: str,
+                all_rows: Sequence[str]) -> Plan:
+    """The plan with more seeds, or more rows that train every seed (--extend).
+
+    The schedule stays as planned, so the new runs are comparable with the
+    old ones; nothing planned is dropped: `seeds` (a count) may not shrink and
+    `seed_rows` must keep every row that already trains more than one seed
+    (None: all of `all_rows`). Raises ReproError otherwise, or when nothing changes.
+    The plan's seeds and seed rows before the change go to `extensions`.
+    """
+    old_rows = list(all_rows) if plan.seed_rows is None else list(plan.seed_rows)
+    new_rows = old_rows if seed_rows is None else list(seed_rows)
+    n = len(plan.seeds) if seeds is None else int(seeds)
+    if n < len(plan.seeds):
+        raise ReproError(f"--extend cannot drop seeds: --seeds {n} is fewer than the {len(plan.seeds)} planned")
+    # With one planned seed every row trains just that one, whatever seed_rows says.
+    dropped = [r for r in old_rows if r not in new_rows] if len(plan.seeds) > 1 else []
+    if dropped:
+        raise ReproError(f"--extend cannot drop seeds: --seed-rows leaves out {', '.join(dropped)}, which "
+                         f"already train{'s' if len(dropped) == 1 else ''} every seed; list "
+                         f"{'it' if len(dropped) == 1 else 'them'} too")
+    ordered = [r for r in all_rows if r in new_rows]
+    new_seed_rows = None if len(ordered) == len(all_rows) else ordered
+    if n == len(plan.seeds) and new_seed_rows == plan.seed_rows:
+        raise ReproError("--extend: give more --seeds or more --seed-rows than the plan has "
+                         f"({len(plan.seeds)} seed(s), seed rows: {', '.join(old_rows)})")
+    record = {"at": at, "command": command, "seeds": list(plan.seeds), "seed_rows": plan.seed_rows}
+    flags = dataclasses.replace(plan.flags, seeds=n, seed_rows=new_seed_rows)
+    return dataclasses.replace(plan, flags=flags, seeds=list(range(n)), seed_rows=new_seed_rows,
+                               extensions=list(plan.extensions) + [record])
 
 
 def plan_runs(plan: Union[Plan, Mapping]) -> list[tuple[str, int]]:

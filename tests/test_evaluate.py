@@ -121,11 +121,15 @@ def test_latent_dim_is_required_for_plain_callables(real_train):
 
 
 def test_training_hook_returns_a_flat_record(digits, real_train):
-    gens = [Replay(digits[0][:1000]), Replay(digits[0][1000:2000])]
+    ones = digits[0][digits[1] == 1][:500]  # a generator collapsed onto "1"s, beside one of every class
+    gens = [Replay(ones), Replay(digits[0][1000:2000])]
     rec = ev.evaluate_for_training(gens, num_samples=200, real=real_train)
-    assert set(rec) >= {"fid", "is", "is_std", "fid_g0", "fid_g1", "is_g0", "is_g1", "eval_extractor",
-                        "eval_num_samples", "eval_seconds"}
+    assert set(rec) >= {"fid", "is", "is_std", "fid_g0", "fid_g1", "is_g0", "is_g1", "classes_g0", "classes_g1",
+                        "eval_extractor", "eval_num_samples", "eval_seconds"}
     assert rec["eval_extractor"] == "mnist-lenet" and rec["eval_num_samples"] == 200
+    assert sum(rec["classes_g0"]) == sum(rec["classes_g1"]) == 200 and len(rec["classes_g0"]) == 10
+    assert rec["classes_g0"][1] >= 190  # mnist-lenet classifies real digits almost without error
+    assert max(rec["classes_g1"]) < 60 and sum(c >= 10 for c in rec["classes_g1"]) >= 8
     assert json.loads(json.dumps(rec)) == rec  # one metrics.jsonl line
 
 

@@ -422,18 +422,21 @@ def evaluate_for_training(generators: Sequence[Generator], num_samples: int = 20
 
     Returns a flat dict for one metrics.jsonl record: ``fid`` and ``is`` /
     ``is_std`` of the union of the generators, ``fid_g{k}`` / ``is_g{k}``
-    per generator, the extractor, the sample size and the seconds it took.
+    per generator, ``classes_g{k}`` (generator k's class histogram by
+    mnist-lenet's argmax: when a generator collapsed onto a class, and whether
+    it came back), the extractor, the sample size and the seconds it took.
     The real statistics (MNIST train unless `real` is given) are computed
     once and cached on disk.
     """
     t0 = time.perf_counter()
     res = evaluate_generators(generators, num_samples, real=real, feature_extractor=ex.MNIST_LENET,
                               latent_dim=latent_dim, seed=seed, device=device, kid=False,
-                              class_histograms=False)
+                              class_histograms=True)  # free: mnist-lenet's logits are its IS layer
     rec = {"fid": res["union"]["fid"], "is": res["union"]["is_mean"], "is_std": res["union"]["is_std"]}
     for g in res["generators"]:
         rec[f"fid_g{g['index']}"] = g["fid"]
         rec[f"is_g{g['index']}"] = g["is_mean"]
+        rec[f"classes_g{g['index']}"] = g["class_histogram"]
     rec.update({"eval_extractor": ex.MNIST_LENET, "eval_num_samples": num_samples,
                 "eval_seconds": time.perf_counter() - t0})
     return rec

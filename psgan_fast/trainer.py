@@ -370,15 +370,18 @@ class Trainer:
                 return x
 
         gens = [_FullRes(TrainedGenerator(self.recipe, k)) for k in range(self.recipe.num_generators)]
-        if getattr(self, "_eval_real", None) is None:
-            # The run's own training split is the reference (a Fashion-MNIST
-            # run is scored against Fashion-MNIST, not MNIST); its statistics
-            # are cached on disk, keyed by the images' hash.
-            from psgan_fast.metrics.evaluation import default_real_images, real_reference
+        # Everything here runs on a forked RNG: building the feature
+        # extractor initialises a network from the global stream, and a run
+        # with --eval-every must train exactly as one without it.
+        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+            if getattr(self, "_eval_real", None) is None:
+                # The run's own training split is the reference (a Fashion-MNIST
+                # run is scored against Fashion-MNIST, not MNIST); its statistics
+                # are cached on disk, keyed by the images' hash.
+                from psgan_fast.metrics.evaluation import default_real_images, real_reference
 
-            images, source = default_real_images(self.cfg.dataset, "train", self.cfg.data_dir)
-            self._eval_real = real_reference(images, source=source, device=self.device)
-        with torch.random.fork_rng(devices=[]):
+                images, source = default_real_images(self.cfg.dataset, "train", self.cfg.data_dir)
+                self._eval_real = real_reference(images, source=source, device=self.device)
             res = evaluate_for_training(gens, self.cfg.eval_samples, real=self._eval_real,
                                         seed=self.cfg.seed, device=self.device)
         res.update({"kind": "eval", "epoch": epoch, "step": self.step, "train_seconds": self.train_seconds,

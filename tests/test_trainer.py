@@ -255,6 +255,38 @@ def test_eval_every_scores_against_the_runs_own_training_images(tmp_path, monkey
     assert [r["fid"] for r in records(tmp_path / "run", "eval")] == [1.0, 1.0]
 
 
+def test_eval_every_does_not_change_the_training(tmp_path, monkeypatch):
+    """The per-epoch evaluation builds the feature extractor (a network
+    initialised from the global RNG) and scores samples: a run with
+    --eval-every must still train exactly as one without it."""
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, size=(256, 28, 28), dtype=np.uint8)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 256, 28, 28) + imgs.tobytes())
+    (data / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 256)
+                                                   + rng.integers(0, 10, 256, dtype=np.uint8).tobytes())
+    monkeypatch.setenv("PSGAN_FAST_CACHE", str(tmp_path / "cache"))
+    runs = {}
+    for every in (0, 1):
+        cfg = TrainConfig(dataset=str(data), generators=2, epochs=3, stage_epochs=(1, 1, 1), limit_batches=2,
+                          eval_every=every, seed=3, out=str(tmp_path / f"run{every}"), progress=False,
+                          extra={"eval_samples": 32})
+        psgan_fast.train(cfg)
+        runs[every] = tmp_path / f"run{every}"
+    assert len(records(runs[1], "eval")) == 3 and not records(runs[0], "eval")
+    assert [r["d_loss"] for r in records(runs[0], "epoch")] == [r["d_loss"] for r in records(runs[1], "epoch")]
+    a, b = (psgan_fast.load_generators(runs[k]) for k in (0, 1))
+    assert len(a) == len(b) == 2
+    for ga, gb in zip(a, b):
+        sa, sb = ga.state_dict(), gb.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[n], sb[n]) for n in sa)
+
+
 def test_cli_help_states_each_default_once():
     from psgan_fast.train import build_parser
 

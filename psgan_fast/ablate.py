@@ -12,7 +12,11 @@ seeds, and is scored the same way: mnist-lenet FID of the union of its
 generators and of each generator (``--samples`` images each, against MNIST
 train), each generator's class histogram (mnist-lenet's argmax), D's
 accuracy per epoch (the share of groups in which it picked the real image,
-beside chance 1/(N+1)) and the milliseconds per training step at 28 px.
+beside chance 1/(N+1)), the milliseconds per training step at 28 px and,
+from an evaluation after every epoch (``TIMELINE_SAMPLES`` images per
+generator, on a forked RNG: it does not change the training), the largest
+top-class share of any generator per epoch, which shows when a generator
+collapses and whether it comes back.
 
 A variant is a set of `TrainConfig` overrides on top of the literal
 PS-GAN (`VARIANTS`); each changes one thing against its parent, so a row
@@ -42,7 +46,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from psgan_fast.fsutil import atomic_write_text
-from psgan_fast.runlog import d_picks_real, epoch_records
+from psgan_fast.runlog import d_picks_real, epoch_records, top_class_share_per_epoch
 
 RESULT_VERSION = 1
 # The no-wasted-generator rule: the most frequent class at most this share ...
@@ -52,6 +56,8 @@ MIN_CLASSES, MIN_CLASS_SHARE = 3, 0.05
 # The union's class shares must all lie in this range (issue #15's target).
 UNION_SHARE_RANGE = (0.04, 0.18)
 SMOKE = {"epochs": 3, "batches": 2, "samples": 200}
+# Images per generator of the evaluation after every epoch (the collapse timeline).
+TIMELINE_SAMPLES = 1000
 
 # name -> (parent, what changes against the parent, TrainConfig overrides).
 # "stages": False puts every epoch at 28 px; a tuple of shares splits the epochs that way. Overrides accumulate from the parent.
@@ -104,6 +110,8 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                              {"stages": (0.1, 0.1, 0.8)}),
     "recommended-split118-every8": ("recommended-split118", "R1/R2 every 8 steps instead of 4 (the step cost "
                                     "target; = the default, rps-r1r2-gskips-s118-r8)", {"reg_every": 8}),
+    "recommended-split118-every8-dskips": ("recommended-split118-every8", "skips in D too: D keeps its judgement "
+                                           "across a stage switch (+8% step)", {"d_skips": True}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),
@@ -119,7 +127,10 @@ def resolve_variant(name: str) -> dict[str, Any]:
     return {**base, **over}
 
 
-def train_config(variant: str, *, generators: int, seed: int, epochs: int, batches: int, run_dir: Path):
+def train_config(variant: str, *, generators: int, seed: int, epochs: int, batches: int, run_dir: Path,
+                 timeline_samples: int = TIMELINE_SAMPLES):
+    """The variant's TrainConfig; `timeline_samples` > 0 evaluates after every
+    epoch (which leaves the training as it is without)."""
     from psgan_fast.config import TrainConfig, default_stage_epochs
 
     over = resolve_variant(variant)
@@ -134,7 +145,9 @@ def train_config(variant: str, *, generators: int, seed: int, epochs: int, batch
         stage_epochs = default_stage_epochs(epochs, weights=stages)
     return TrainConfig(model=model, generators=gens, epochs=epochs, stage_epochs=stage_epochs,
                        limit_batches=batches, seed=seed, out=str(run_dir), progress=False,
-                       log_every=max(1, batches // 4), checkpoint_every=epochs, **over)
+                       log_every=max(1, batches // 4), checkpoint_every=epochs,
+                       eval_every=1 if timeline_samples > 0 else 0,
+                       extra={"eval_samples": timeline_samples} if timeline_samples > 0 else None, **over)
 
 
 def verdict(hist: Sequence[int]) -> dict[str, Any]:
@@ -185,7 +198,8 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
     from psgan_fast.trainer import train
 
     cfg = train_config(variant, generators=opts["generators"], seed=seed, epochs=opts["epochs"],
-                       batches=opts["batches"], run_dir=run_dir)
+                       batches=opts["batches"], run_dir=run_dir, timeline_samples=min(TIMELINE_SAMPLES,
+                                                                                       opts["samples"]))
     ck = ckpt_mod.latest(run_dir) if run_dir.is_dir() else None
     t0 = time.perf_counter()
     if ck is None:  # nothing to keep (a run killed before its first checkpoint): start afresh
@@ -207,6 +221,7 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
         "variant": variant, "seed": seed, "generators": len(gens), "fid": res["union"]["fid"],
         "is": res["union"]["is_mean"], "union_class_shares": [h / total for h in union_hist],
         "per_generator": per_gen, "d_accuracy": acc, "chance": 1.0 / (len(gens) + 1), "ms_per_step": ms,
+        "top_share_per_epoch": top_class_share_per_epoch(run_dir),
         "wall_seconds": time.perf_counter() - t0,
     }
     atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
@@ -250,10 +265,13 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
         f"A generator is collapsed when one class holds > {MAX_CLASS_SHARE:.0%} of its samples or fewer "
         f"than {MIN_CLASSES} classes hold >= {MIN_CLASS_SHARE:.0%}. D acc: the share of groups in which D "
         "picked the real image in each epoch, first to last, beside chance 1/(N+1). ms/step: the last epoch's training "
-        "time per step (wall clock on a shared machine: compare costs with `python -m psgan_fast.bench.ab`).", "",
+        "time per step (wall clock on a shared machine: compare costs with `python -m psgan_fast.bench.ab`). "
+        "Worst top class per epoch: the largest share any one generator gives its most frequent class, after "
+        f"each epoch ({TIMELINE_SAMPLES} samples per generator; above {MAX_CLASS_SHARE:.0%}: collapsed that "
+        "epoch; — for runs scored before it was logged).", "",
         "| variant | changes (vs parent) | seed | union FID | per-generator FID | top class share per G "
-        "| collapsed G | union class shares | D acc (chance) | ms/step 28px |",
-        "|---|---|---:|---:|---|---|---:|---|---|---:|",
+        "| collapsed G | union class shares | D acc (chance) | worst top class per epoch | ms/step 28px |",
+        "|---|---|---:|---:|---|---|---:|---|---|---|---:|",
     ]
     for r in results:
         parent, what, _ = VARIANTS[r["variant"]]
@@ -263,10 +281,13 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
         shares = r["union_class_shares"]
         acc = r["d_accuracy"]
         acc_txt = " → ".join(f"{a * 100:.0f}" for a in acc) + f"% ({r['chance']:.0%})" if acc else "—"
+        tops_t = r.get("top_share_per_epoch") or []
+        top_txt = (" → ".join("?" if t is None else f"{t * 100:.0f}" for t in tops_t) + "%"
+                   if any(t is not None for t in tops_t) else "—")
         lines.append(
             f"| {r['variant']} | {what}{f' ({parent})' if parent else ''} | {r['seed']} | {_fmt(r['fid'], 2)} "
             f"| {fids} | {tops} | {sum(g['collapsed'] for g in pg)}/{len(pg)} "
-            f"| {min(shares):.1%}-{max(shares):.1%} | {acc_txt} | {_fmt(r['ms_per_step'], 0)} |")
+            f"| {min(shares):.1%}-{max(shares):.1%} | {acc_txt} | {top_txt} | {_fmt(r['ms_per_step'], 0)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,13 +4,22 @@ runs (`psgan_fast.ablate`, `psgan_fast.reproduce`). Torch-free.
 The trainer appends one record per line; ``"kind": "epoch"`` records close
 an epoch and carry the epoch's mean losses and extras (PS-GAN's
 ``case_real``: the share of groups in which D picked the real image) and
-the cumulative ``train_seconds``.
+the cumulative ``train_seconds``. ``"kind": "eval"`` records (--eval-every)
+carry the per-epoch FID and, since 2026-12-03, each generator's class
+histogram ``classes_g{k}``.
+
+As a command, ``python -m psgan_fast.runlog RUN_DIR`` prints a run's
+timeline, epoch by epoch: stage, D's share of right picks, FID and each
+generator's most frequent class (a collapse shows as a share above 50%).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
 
 from psgan_fast.fsutil import read_jsonl
 
@@ -49,3 +58,83 @@ def final_stage_step_seconds(records: list[dict]) -> Optional[float]:
     final = [r for r in by_epoch.values() if int(r.get("stage", 0)) == last]
     steps = sum(int(r["steps"]) for r in final)
     return sum(float(r["seconds"]) for r in final) / steps if steps else None
+
+
+def top_classes(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    """epoch -> (most frequent class, its share) of each generator, from the
+    run's eval records (``classes_g{k}``; an epoch evaluated twice counts
+    once, its last record). Epochs without histograms (logs older than
+    them, or no --eval-every) are absent."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    for r in records:
+        if r.get("kind") != "eval" or "classes_g0" not in r:
+            continue
+        gens = []
+        for k in range(sum(key.startswith("classes_g") for key in r)):
+            hist = [int(c) for c in r[f"classes_g{k}"]]
+            top = max(range(len(hist)), key=hist.__getitem__)
+            gens.append((top, hist[top] / max(1, sum(hist))))
+        out[int(r["epoch"])] = gens
+    return out
+
+
+def top_class_share_per_epoch(run_dir: Path) -> list[Optional[float]]:
+    """The largest top-class share of any generator, for each finished epoch
+    in order (None where that epoch has no class histograms): the
+    collapse-over-time line of the reproduction report."""
+    tops = top_classes(read_jsonl(Path(run_dir) / "metrics.jsonl"))
+    epochs = sorted({int(r["epoch"]) for r in epoch_records(run_dir)})
+    return [max(s for _, s in tops[e]) if e in tops else None for e in epochs]
+
+
+def timeline(run_dir: Path) -> list[dict]:
+    """One row per finished epoch: epoch (1-based), stage, resolution, D's
+    share of right picks (PS-GAN), FID of the union and each generator's
+    (class, share) where the log has them."""
+    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
+    epochs = {int(r["epoch"]): r for r in records if r.get("kind") == "epoch"}
+    evals = {int(r["epoch"]): r for r in records if r.get("kind") == "eval"}
+    tops = top_classes(records)
+    return [{"epoch": e + 1, "stage": r.get("stage"), "resolution": r.get("resolution"),
+             "d_picks_real": r.get("case_real"), "fid": evals.get(e, {}).get("fid"), "top_classes": tops.get(e)}
+            for e, r in sorted(epochs.items())]
+
+
+def timeline_markdown(run_dir: Path) -> str:
+    rows = timeline(run_dir)
+    n = max((len(r["top_classes"] or []) for r in rows), default=0)
+    head = ["epoch", "stage (px)", "D picks real", "FID (union)"] + [f"G{k + 1}: top class" for k in range(n)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for r in rows:
+        cells = [str(r["epoch"]), f"{r['stage']} ({r['resolution']})",
+                 "—" if r["d_picks_real"] is None else f"{100 * r['d_picks_real']:.0f}%",
+                 "—" if r["fid"] is None else f"{r['fid']:.2f}"]
+        tops = r["top_classes"] or []
+        cells += [f"{100 * s:.0f}% '{c}'" + (" **collapsed**" if s > 0.5 else "") for c, s in tops]
+        cells += ["—"] * (n - len(tops))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m psgan_fast.runlog",
+                                description="A run's timeline from its metrics.jsonl: stage, D's share of right "
+                                            "picks, FID and each generator's most frequent class, per epoch "
+                                            "(class histograms need --eval-every).")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
+    args = p.parse_args(argv)
+    if not (args.run_dir / "metrics.jsonl").is_file():
+        print(f"error: {args.run_dir} has no metrics.jsonl (not a run directory?)", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(timeline(args.run_dir), indent=1) if args.json else timeline_markdown(args.run_dir))
+    except (ValueError, KeyError, TypeError) as e:
+        print(f"error: {args.run_dir / 'metrics.jsonl'} is not a training log this version reads "
+              f"({type(e).__name__}: {e})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,6 +44,9 @@ def test_smoke_ablation_writes_the_table(tmp_path, mnist_train):
         assert len(r["d_accuracy"]) == ablate.SMOKE["epochs"] and r["chance"] == pytest.approx(1 / 3)
         assert sum(r["union_class_shares"]) == pytest.approx(1.0)
         assert all(sum(g["class_histogram"]) == ablate.SMOKE["samples"] for g in r["per_generator"])
+        # the collapse timeline: the worst generator's top-class share after each epoch
+        tops = r["top_share_per_epoch"]
+        assert len(tops) == ablate.SMOKE["epochs"] and all(0.1 <= t <= 1 for t in tops)
     table = (out / "ABLATION.md").read_text()
     assert table.count("\n| paper |") == 1 and table.count("\n| recommended |") == 1
     # Cached: a second call trains nothing and gives the same table.
@@ -70,4 +73,18 @@ def test_table_shows_ds_accuracy_in_every_epoch_beside_chance():
     r = {"variant": "paper", "seed": 0, "fid": 11.0, "per_generator": [g, g], "union_class_shares": [0.1] * 10,
          "d_accuracy": [0.861, 0.9604, 0.99], "chance": 1 / 3, "ms_per_step": 100.0}
     table = ablate.render([r], {"generators": 2, "epochs": 3, "batches": 4, "samples": 10})
-    assert "| 86 → 96 → 99% (33%) |" in table
+    assert "| 86 → 96 → 99% (33%) | — |" in table  # a result scored before the timeline was logged
+    table = ablate.render([dict(r, top_share_per_epoch=[0.25, None, 0.674])], {"generators": 2, "epochs": 3,
+                                                                              "batches": 4, "samples": 10})
+    assert "| 86 → 96 → 99% (33%) | 25 → ? → 67% | 100 |" in table
+
+
+def test_the_timeline_evaluation_leaves_the_training_alone(tmp_path):
+    """Every epoch is evaluated, and only the evaluation's settings differ
+    from a run without it (tests/test_trainer.py: eval-every trains the same)."""
+    with_t = ablate.train_config("recommended", generators=2, seed=0, epochs=6, batches=3, run_dir=tmp_path)
+    without = ablate.train_config("recommended", generators=2, seed=0, epochs=6, batches=3, run_dir=tmp_path,
+                                  timeline_samples=0)
+    assert with_t.eval_every == 1 and with_t.eval_samples == ablate.TIMELINE_SAMPLES and without.eval_every == 0
+    a, b = with_t.to_json(), without.to_json()
+    assert {k for k in a if a[k] != b[k]} == {"eval_every", "eval_samples"}

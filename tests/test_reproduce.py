@@ -214,6 +214,10 @@ def test_smoke_reproduction_kill_resume_and_report(tmp_path, lenet_weights, caps
     assert set(doc["rows"]) == set(rp.ROW_IDS) and doc["rows"]["psgan-g2"]["loss"] == "ps"
     g3 = doc["rows"]["psgan-rec-g3"]["runs"][0]
     assert len(g3["generators"]) == 3 and all(sum(g["class_histogram"]) == 200 for g in g3["generators"])
+    # the per-epoch evaluation's class histograms: each generator's top class, epoch by epoch
+    assert len(g3["top_class_share_per_epoch"]) == 3 and all(0.1 <= t <= 1 for t in g3["top_class_share_per_epoch"])
+    tops = rp.read_jsonl(out / "runs" / "psgan-rec-g3-s0" / "metrics.jsonl")
+    assert all(sum(r["classes_g2"]) == 200 for r in tops if r["kind"] == "eval")
     # what produced it
     assert "mnist-lenet" in report and "at most 10" in report and "torch " + torch.__version__ in report
     assert "Budget:" in report and "smoke" in report
@@ -401,6 +405,7 @@ def test_d_picks_real_per_epoch_from_the_log(tmp_path):
     run = doc["rows"]["psgan-g2"]["runs"][0]
     assert run["d_picks_real_per_epoch"] == pytest.approx([0.85, 0.6]) and run["d_picks_real"] == pytest.approx(0.6)
     assert doc["rows"]["sngan"]["runs"][0]["d_picks_real_per_epoch"] is None
+    assert run["top_class_share_per_epoch"] is None  # the log has no evaluation records
     json.dumps(doc)
 
 
@@ -430,22 +435,27 @@ def _cells(section: list[str], row: str) -> list[str]:
 
 
 def test_recommended_section_shows_d_per_epoch_beside_chance():
-    sec = rp.recommended_section(_fake_table(), _fake_plan())
+    table = _fake_table()
+    # the largest top-class share per epoch: the worst seed's (epochs without histograms: "?")
+    table["psgan-rec-g2"][0]["top_share_per_epoch"] = [0.3, 0.68, None]
+    table["psgan-rec-g2"][1]["top_share_per_epoch"] = [0.4, 0.2, None]
+    sec = rp.recommended_section(table, _fake_plan())
     header = next(l for l in sec if l.startswith("| model |"))
-    assert header.rstrip(" |").endswith("D picks the real image per epoch (chance)")
-    assert _cells(sec, "psgan-g2")[-1] == "96 → 90 → 84% (33%)"
-    assert _cells(sec, "psgan-rec-g2")[-1] == "70 → 60 → 40% (33%)"  # mean over the seeds that reached the epoch
-    assert _cells(sec, "psgan-rec-g3")[-1] == "50 → 30 → 25% (25%)"
-    assert _cells(sec, "sngan")[-1] == "—"
+    assert header.rstrip(" |").endswith("D picks the real image per epoch (chance) | largest top-class share per epoch")
+    assert _cells(sec, "psgan-g2")[-2] == "96 → 90 → 84% (33%)"
+    assert _cells(sec, "psgan-rec-g2")[-2] == "70 → 60 → 40% (33%)"  # mean over the seeds that reached the epoch
+    assert _cells(sec, "psgan-rec-g3")[-2] == "50 → 30 → 25% (25%)"
+    assert _cells(sec, "sngan")[-2] == "—"
+    assert _cells(sec, "psgan-rec-g2")[-1] == "40 → 68 → ?%" and _cells(sec, "psgan-rec-g3")[-1] == "—"
     assert all(len(_cells(sec, r)) == len(header.split("|")) - 2 for r in ("sngan",) + rp.REC_ROW_IDS)
     note = next(l for l in sec if l.startswith("*D picks the real image*"))
-    assert "(mean over seeds)" in note and "1/(N+1)" in note
+    assert "(mean over seeds)" in note and "1/(N+1)" in note and "(of any seed)" in note
     assert "epoch 1 at 7 px, epoch 2 at 14 px and epoch 3 at 28 px" in note and "left out" not in note
     # a long run: the first and last epochs, the middle left out
     table = _fake_table()
     table["psgan-g1"] = [_entry(0, 18.0, [i / 100 for i in range(1, 13)])]
     sec = rp.recommended_section(table, _fake_plan(seeds=[0], epochs=12, stage_epochs=(2, 4, 6)))
-    assert _cells(sec, "psgan-g1")[-1] == "1 → 2 → 3 → 4 → 5 → … → 8 → 9 → 10 → 11 → 12% (50%)"
+    assert _cells(sec, "psgan-g1")[-2] == "1 → 2 → 3 → 4 → 5 → … → 8 → 9 → 10 → 11 → 12% (50%)"
     note = next(l for l in sec if l.startswith("*D picks the real image*"))
     assert "epochs 1–2 at 7 px, epochs 3–6 at 14 px and epochs 7–12 at 28 px; the recommended one epoch 1 at 7 px, " \
            "epoch 2 at 14 px and epochs 3–12 at 28 px" in note

@@ -221,19 +221,35 @@ def _classes(entries: list[dict]) -> tuple[Optional[float], Optional[int], Optio
 MAX_EPOCHS_SHOWN = 10
 
 
+def _per_epoch(seqs: list[list], how) -> Optional[str]:
+    """"96 → 90 → 84": one value per epoch, first to last, `how` of the
+    seeds' values that epoch (None values left out; "?" where none is
+    left); None when no seed has an epoch."""
+    length = max(map(len, seqs), default=0)
+    if not length:
+        return None
+    vals = [[s[i] for s in seqs if len(s) > i and s[i] is not None] for i in range(length)]
+    shown = [f"{100 * how(v):.0f}" if v else "?" for v in vals]
+    if length > MAX_EPOCHS_SHOWN:
+        keep = MAX_EPOCHS_SHOWN // 2
+        shown = shown[:keep] + ["…"] + shown[-keep:]
+    return " → ".join(shown)
+
+
 def _d_per_epoch(entries: list[dict], n: int) -> str:
     """D's share of picking the real image per epoch, first to last (mean
     over the seeds that reached the epoch), beside chance 1/(N+1):
     "96 → 90 → 84% (33%)"; "—" for a row without the share (the baselines)."""
-    seqs = [e.get("d_right_per_epoch") or [] for e in entries]
-    length = max(map(len, seqs), default=0)
-    if not length:
-        return "—"
-    shown = [f"{100 * _mean_sd([s[i] for s in seqs if len(s) > i])[0]:.0f}" for i in range(length)]
-    if length > MAX_EPOCHS_SHOWN:
-        keep = MAX_EPOCHS_SHOWN // 2
-        shown = shown[:keep] + ["…"] + shown[-keep:]
-    return f"{' → '.join(shown)}% ({_pct(1 / (n + 1), 0)})"
+    shown = _per_epoch([e.get("d_right_per_epoch") or [] for e in entries], lambda v: _mean_sd(v)[0])
+    return "—" if shown is None else f"{shown}% ({_pct(1 / (n + 1), 0)})"
+
+
+def _top_per_epoch(entries: list[dict]) -> str:
+    """The largest top-class share of any generator of any seed, per epoch
+    (the per-epoch evaluation's histograms): "24 → 68 → 35%"; "—" without."""
+    seqs = [e.get("top_share_per_epoch") or [] for e in entries]
+    shown = _per_epoch(seqs, max) if any(x is not None for s in seqs for x in s) else None
+    return "—" if shown is None else f"{shown}%"
 
 
 def _stage_epochs(split: list[int]) -> str:
@@ -288,8 +304,9 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
          "(mnist-lenet's argmax).\n",
          "| model | loss | seeds | FID | IS | time vs paper's PS-GAN (same N): run / 28 px step "
          "| largest top-class share of a generator "
-         "| collapsed generators | union class shares | D picks the real image per epoch (chance) |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
+         "| collapsed generators | union class shares | D picks the real image per epoch (chance) "
+         "| largest top-class share per epoch |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         entries = table[r]
         n = ROWS[r]["generators"]
@@ -302,7 +319,7 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
                  f"| {_pct(top, 0)} "
                  f"| {'—' if coll is None else coll} | "
                  f"{'—' if rng is None else f'{rng[0]:.1%}–{rng[1]:.1%}'} "
-                 f"| {_d_per_epoch(entries, n)} |")
+                 f"| {_d_per_epoch(entries, n)} | {_top_per_epoch(entries)} |")
     L.append("")
     L.append("*D picks the real image*: the share of groups (the real image and one fake per generator) in which "
              "D picked the real image as the real one, per epoch from first to last"
@@ -310,7 +327,11 @@ def recommended_section(table: dict, plan: Plan) -> list[str]:
              f"epoch. The paper's PS-GAN trains {_stage_epochs(plan.schedule.stage_epochs)}; the recommended one "
              f"{_stage_epochs(stage_split(plan.schedule.epochs, REC_ROW_IDS[0]))}."
              + (f" With more than {MAX_EPOCHS_SHOWN} epochs the middle ones are left out (…); results.json "
-                "has every epoch." if plan.schedule.epochs > MAX_EPOCHS_SHOWN else "") + "\n")
+                "has every epoch." if plan.schedule.epochs > MAX_EPOCHS_SHOWN else "")
+             + " *Largest top-class share per epoch*: the most frequent class's share of the generator that "
+             f"draws its class most often{' (of any seed)' if k > 1 else ''}, from the per-epoch evaluation "
+             f"({plan.schedule.eval_samples} samples per generator): above 50% the generator is collapsed "
+             "that epoch; `python -m psgan_fast.runlog RUN_DIR` shows one run epoch by epoch.\n")
     fid = {r: _agg(table[r], "fid") for r in rows}
     out = []
     if fid.get("psgan-rec-g2", (None,))[0] is not None and fid["sngan"][0] is not None:

@@ -10,7 +10,8 @@ from typing import Optional
 from psgan_fast import paper
 from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.machine import git_commit
-from psgan_fast.runlog import d_picks_real, d_picks_real_per_epoch, epoch_records, final_stage_step_seconds
+from psgan_fast.runlog import (d_picks_real, d_picks_real_per_epoch, epoch_records, final_stage_step_seconds,
+                               top_class_share_per_epoch)
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
                                         REC_ROW_IDS, ROW_IDS, ROWS, SAMPLE_FIGURES, TARGET_FRACTION,
@@ -37,9 +38,11 @@ def collect(out: Path, plan: Plan) -> dict[str, list[dict]]:
             doc = _read_json(rd / "final_eval.json") if status == "complete" else None
             recs = epoch_records(rd)  # the log, read once for the time and D's shares
             shares = d_picks_real(recs)
+            tops = top_class_share_per_epoch(rd)
             entry = {"seed": seed, "status": status, "steps": steps, "train_seconds": train_seconds(rd, recs),
                      "eval": doc["result"] if doc else None, "d_right": shares[-1] if shares else None,
-                     "d_right_per_epoch": shares, "final_step_seconds": final_stage_step_seconds(recs)}
+                     "d_right_per_epoch": shares, "final_step_seconds": final_stage_step_seconds(recs),
+                     "top_share_per_epoch": tops if any(t is not None for t in tops) else []}
             if status == "failed":
                 entry["error"] = (_read_json(rd / "FAILED.json") or {}).get("error")
             table.setdefault(row, []).append(entry)
@@ -208,6 +211,7 @@ def results_doc(plan: Plan, table: dict, reference: Optional[dict], progress: di
                                "final_stage_step_seconds": e.get("final_step_seconds"),
                                "d_picks_real": e.get("d_right"),
                                "d_picks_real_per_epoch": e.get("d_right_per_epoch") or None,
+                               "top_class_share_per_epoch": e.get("top_share_per_epoch") or None,
                                **({k: e["eval"].get(k) for k in ("fid", "is_mean", "is_std", "class_histogram",
                                                                  "generators", "num_samples")}
                                   if e["eval"] else {})} for e in entries]}

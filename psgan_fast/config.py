@@ -141,6 +141,9 @@ class TrainConfig:
     reg_batch: Optional[int] = _flag(None, "R1 on K real images and R2 on K fakes, taken evenly from the "
                                      "generators, per penalty step (default: the loss's; unset: the whole group)",
                                      min=1)
+    mode_seek: Optional[float] = _flag(None, "lambda of each generator's mode-seeking term (MSGAN): it also "
+                                       "minimises 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|) over pairs of its "
+                                       "batch (default: the loss's; 0: none)")
     update: Optional[str] = _flag(None, "simultaneous (the paper's) or alternating D/G steps (default: the loss's)",
                                   choices=UPDATES)
     d_arch: Optional[str] = _flag(None, "PS-GAN's discriminator (default: the loss's)", choices=D_ARCHS)
@@ -376,7 +379,7 @@ def _validate_psgan_knobs(cfg: TrainConfig, need) -> None:
     need(get_spec(cfg.loss).gated or (cfg.d_gate is None and cfg.g_gate is None),
          "--d-gate" if cfg.d_gate is not None else "--g-gate",
          f"the gates apply to the group-softmax losses (ps-soft, rps, ...), not to --loss {cfg.loss}")
-    for flag, v in (("--r1", cfg.r1), ("--r2", cfg.r2)):
+    for flag, v in (("--r1", cfg.r1), ("--r2", cfg.r2), ("--mode-seek", cfg.mode_seek)):
         need(v is None or (math.isfinite(v) and v >= 0.0), flag, f"must be a number >= 0, got {v}")
 
 

@@ -206,6 +206,27 @@ def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
     return gradient_sq_norms(disc, images).mean()
 
 
+MODE_SEEK_EPS = 1e-5  # MSGAN's: keeps the term finite for a generator that ignores its noise
+
+
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The mode-seeking term of MSGAN (Mao et al., CVPR 2019, eq. 3) for one
+    generator's batch: ``1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``,
+    the pairs being rows i and i + B/2 of `fake` [B, ...] and of its noise
+    `z` [B, ...] (B even; an odd last row is left out). Minimising it moves
+    a generator's images apart as far as their noise inputs are apart, so a
+    generator that draws one digit for every z pays for it however well that
+    digit fools D; it is a function of the generator's outputs alone (no D,
+    no other generator). Computed in fp32."""
+    h = fake.shape[0] // 2
+    if h < 1 or z.shape[0] != fake.shape[0]:
+        raise ValueError(f"the mode-seeking term needs a batch of 2 or more images and one noise row per "
+                         f"image, got {fake.shape[0]} images and {z.shape[0]} noise rows")
+    d_img = (fake[:h] - fake[h:2 * h]).float().abs().mean()
+    d_z = (z[:h] - z[h:2 * h]).float().abs().mean()
+    return 1.0 / (d_img / d_z + MODE_SEEK_EPS)
+
+
 def get_loss(name: str):
     """The loss function of `name` with its spec's own knobs."""
     return get_spec(name).loss_fn()

@@ -46,6 +46,7 @@ class LossSpec:
     d_skips: Optional[bool] = None  # D's image inputs at every level (None: as `skips`)
     reg_every: int = 4     # lazy R1/R2: every K steps, weighted by K
     reg_batch: Optional[int] = None  # R1 on this many real images, R2 on this many fakes (None: all)
+    mode_seek: float = 0.0  # lambda of each generator's mode-seeking term (loss.mode_seeking_loss; 0: none)
     betas: Optional[tuple[float, float]] = None  # Adam's betas for every network (None: the model's, models.RECIPES)
     # Share of the epochs each stage (7 / 14 / 28 px) gets when --stage-epochs
     # is unset (None: config.STAGE_SPLIT); TrainConfig.resolved_stage_epochs.
@@ -82,7 +83,7 @@ class LossSpec:
 
 
 # The LossSpec knobs a TrainConfig field of the same name overrides (`LossSpec.resolved`).
-CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "update", "d_arch", "skips", "d_skips", "betas")
+CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "mode_seek", "update", "d_arch", "skips", "d_skips", "betas")
 
 
 # "rps-r1r2-gskips" (below), which the recommended spec extends.

@@ -55,17 +55,24 @@ class GradRoute:
         self.g: torch.Tensor | None = None
 
 
-def routed_backward(logits: torch.Tensor, loss_fn, route: GradRoute) -> "LossOutput":
+def routed_backward(logits: torch.Tensor, loss_fn, route: GradRoute,
+                    g_extra: Optional[torch.Tensor] = None) -> "LossOutput":
     """`loss_fn` (a `psgan_fast.loss` function) on `logits` [N+1, B], which
     came from D's forward with `route`; fills `route` and runs the one
-    backward pass. Returns the loss's `LossOutput` with its values detached."""
+    backward pass. `g_extra`: a scalar of the generators' outputs alone (no
+    D in its graph; the mode-seeking term) whose gradient joins the same pass
+    at the fakes, so the generators are still traversed once. Returns the
+    loss's `LossOutput` with its values detached."""
     live = logits.detach().float().requires_grad_(True)
     with torch.enable_grad():
         out = loss_fn(live)
         c_d, = torch.autograd.grad(out.d_loss, live, retain_graph=True)
         c_g, = torch.autograd.grad(out.g_loss, live)
     route.d, route.g = c_d.reshape(-1), c_g.reshape(-1)
-    logits.backward(torch.ones_like(logits))
+    if g_extra is None:
+        logits.backward(torch.ones_like(logits))
+    else:
+        torch.autograd.backward([logits, g_extra], [torch.ones_like(logits), torch.ones_like(g_extra)])
     route.d = route.g = None  # the backward is done; do not keep the tensors alive
     return dataclasses.replace(out, d_loss=out.d_loss.detach(), g_loss=out.g_loss.detach(),
                                g_losses=out.g_losses.detach())

@@ -66,6 +66,7 @@ or "autograd": how R1/R2 get D's input gradient; default chain).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -76,7 +77,7 @@ from torch import nn
 
 from psgan_fast.config import TrainConfig
 from psgan_fast.kernels.mix import mix_weights  # Algorithm 1 (Triton on CUDA, else psgan_fast.transfer)
-from psgan_fast.loss import LossOutput, get_spec, gradient_sq_norms
+from psgan_fast.loss import LossOutput, get_spec, gradient_sq_norms, mode_seeking_loss
 from psgan_fast.models import net_settings
 from psgan_fast.parallel import ParallelGenerators
 from psgan_fast.recipe import GeneratorSet, Recipe, StepOutput, frozen, place
@@ -175,13 +176,16 @@ class PSGANRecipe(Recipe):
         self.r1, self.r2 = float(knobs.r1), float(knobs.r2)
         self.reg_every = int(knobs.reg_every)
         self.reg_batch = None if knobs.reg_batch is None else int(knobs.reg_batch)
+        self.mode_seek = float(knobs.mode_seek)
         # Adam's betas: the config's, else the spec's, else the model's (net_settings)
         self.betas = s.betas if knobs.betas is None else tuple(float(b) for b in knobs.betas)
         self.update = knobs.update
         self.d_arch, self.skips = nets.d_arch, nets.skips
-        if self.r1 < 0 or self.r2 < 0 or self.reg_every < 1 or (self.reg_batch is not None and self.reg_batch < 1):
-            raise ValueError(f"r1 and r2 must be >= 0, reg_every and reg_batch >= 1, got r1={self.r1}, "
-                             f"r2={self.r2}, reg_every={self.reg_every}, reg_batch={self.reg_batch}")
+        if (self.r1 < 0 or self.r2 < 0 or self.reg_every < 1 or (self.reg_batch is not None and self.reg_batch < 1)
+                or not self.mode_seek >= 0):
+            raise ValueError(f"r1, r2 and mode_seek must be >= 0, reg_every and reg_batch >= 1, got r1={self.r1}, "
+                             f"r2={self.r2}, mode_seek={self.mode_seek}, reg_every={self.reg_every}, "
+                             f"reg_batch={self.reg_batch}")
         if self.update not in UPDATES:
             raise ValueError(f"update must be one of {', '.join(UPDATES)}, got {self.update!r}")
         self._steps = 0  # training steps taken (for the lazy R1/R2 schedule)
@@ -288,10 +292,13 @@ class PSGANRecipe(Recipe):
             with torch.autocast(**amp):
                 fakes = self._runner(z)
                 logits = self._D(torch.cat([real, *fakes]), route=route, keep=pre).view(self.n + 1, batch)
+            ms = self._mode_seek_term(fakes, z, extras)
             if route is not None:  # one backward through D for both losses (psgan_fast.routed)
-                out = routed_backward(logits, self.loss_fn, route)
+                out = routed_backward(logits, self.loss_fn, route, g_extra=ms)
             else:                  # two restricted backward passes (LossOutput.backward)
                 out = self.loss_fn(logits)
+                if ms is not None:
+                    out = dataclasses.replace(out, g_loss=out.g_loss + ms)
                 out.backward(self._D.parameters(), [p for g in self._gens for p in g.parameters()])
             if penalise:  # D as it was before this step, like the main losses
                 self._penalty(real, fakes, extras, pre)
@@ -301,6 +308,16 @@ class PSGANRecipe(Recipe):
         extras["case_real"] = out.shares[0]
         extras.update({f"case_fake{k}": out.shares[k] for k in range(1, self.n + 1)})
         return StepOutput(out.d_loss.detach(), out.g_losses.detach(), extras)
+
+    def _mode_seek_term(self, fakes, z: torch.Tensor, extras: dict) -> Optional[torch.Tensor]:
+        """--mode-seek: lambda times the generators' mean mode-seeking term
+        (`loss.mode_seeking_loss`; averaged like their adversarial losses),
+        or None when lambda is 0 (the step is then exactly as without it)."""
+        if self.mode_seek <= 0:
+            return None
+        ms = torch.stack([mode_seeking_loss(f, z) for f in fakes]).mean()
+        extras["mode_seek"] = ms.detach()
+        return self.mode_seek * ms
 
     def _penalty(self, real: torch.Tensor, fakes, extras: dict,
                  pre: Optional[dict[str, torch.Tensor]] = None) -> None:
@@ -360,7 +377,8 @@ class PSGANRecipe(Recipe):
             with torch.autocast(**amp):
                 logits_g = self._D(torch.cat([real, *fakes])).view(self.n + 1, batch)
             out_g = self.loss_fn(logits_g)
-            out_g.g_loss.backward()
+            ms = self._mode_seek_term(fakes, z, extras)
+            (out_g.g_loss if ms is None else out_g.g_loss + ms).backward()
         for name, opt in self._opts.items():
             if name != "D":
                 opt.step()

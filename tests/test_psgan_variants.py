@@ -479,3 +479,77 @@ def test_a_specs_adam_betas_apply_unless_the_config_sets_its_own(monkeypatch):
     assert all(o.param_groups[0]["betas"] == (0.3, 0.9) for o in r.optimizers().values())
     r = make(n=2, loss="ps")
     assert all(o.param_groups[0]["betas"] == defaults_of("psgan").betas for o in r.optimizers().values())
+
+
+def test_mode_seeking_term_rewards_spread_and_has_msgans_form():
+    from psgan_fast.loss import MODE_SEEK_EPS, mode_seeking_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(8, 4)
+    same = torch.zeros(8, 1, 4, 4)  # one image for every z: the term's worst case
+    spread = torch.randn(8, 1, 4, 4)
+    assert mode_seeking_loss(same, z).item() == pytest.approx(1 / MODE_SEEK_EPS)
+    want = 1 / ((spread[:4] - spread[4:]).abs().mean() / (z[:4] - z[4:]).abs().mean() + MODE_SEEK_EPS)
+    assert mode_seeking_loss(spread, z).item() == pytest.approx(want.item())
+    assert mode_seeking_loss(spread * 2, z) < mode_seeking_loss(spread, z)
+    # a gradient step on the images moves each pair apart
+    x = spread.clone().requires_grad_(True)
+    mode_seeking_loss(x, z).backward()
+    stepped = (x - 0.1 * x.grad.sign()).detach()
+    assert ((stepped[:4] - stepped[4:]).abs().mean() > (spread[:4] - spread[4:]).abs().mean())
+    # an odd last row is left out; a batch of one has no pair
+    assert mode_seeking_loss(torch.cat([spread, spread[:1]]), torch.cat([z, z[:1]])) == mode_seeking_loss(spread, z)
+    with pytest.raises(ValueError, match="2 or more"):
+        mode_seeking_loss(spread[:1], z[:1])
+
+
+@pytest.mark.parametrize("update,backward", [("simultaneous", "routed"), ("simultaneous", "two-pass"),
+                                             ("alternating", "routed")])
+def test_mode_seek_reaches_the_generators_only(update, backward):
+    """--mode-seek adds lambda x the generators' mean mode-seeking term to
+    their loss: D's gradients are those without it, each generator's are
+    those without it plus the term's, in every update form."""
+    from psgan_fast.loss import mode_seeking_loss
+
+    def step(ms):
+        r = make(loss="rps", update=update, mode_seek=ms, extra=dict(EXTRA, d_backward=backward))
+        opts = r._opts
+        for opt in opts.values():  # record the gradients, do not apply them
+            opt.step = lambda: None
+        torch.manual_seed(5)
+        out = r.step(real_batch(b=8))
+        return r, out
+
+    base, out0 = step(0.0)
+    r, out = step(0.5)
+    assert "mode_seek" not in out0.extras and out.extras["mode_seek"] > 0
+    for p, q in zip(base._D.parameters(), r._D.parameters()):
+        assert torch.equal(p.grad, q.grad)
+    # the term's own gradient, from the same noise and the same generators
+    torch.manual_seed(5)
+    real_batch(b=8)
+    z = r.noise(8, r._latent, device=CPU)
+    gens = [copy.deepcopy(g) for g in r._gens]
+    for g in gens:
+        g.zero_grad(set_to_none=True)
+    fakes = [g(z) for g in gens]
+    (0.5 * torch.stack([mode_seeking_loss(f, z) for f in fakes]).mean()).backward()
+    assert torch.allclose(out.extras["mode_seek"], torch.stack([mode_seeking_loss(f, z) for f in fakes]).mean())
+    for g0, g1, gt in zip(base._gens, r._gens, gens):
+        for p0, p1, pt in zip(g0.parameters(), g1.parameters(), gt.parameters()):
+            assert torch.allclose(p1.grad, p0.grad + pt.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_mode_seek_zero_is_the_step_without_it_and_negative_is_refused():
+    a, b = make(loss="rps"), make(loss="rps", mode_seek=0.0)
+    torch.manual_seed(2)
+    oa = a.step(real_batch(b=8))
+    torch.manual_seed(2)
+    ob = b.step(real_batch(b=8))
+    assert torch.equal(oa.d_loss, ob.d_loss) and torch.equal(oa.g_loss, ob.g_loss) and "mode_seek" not in ob.extras
+    for p, q in zip(a._gens[0].parameters(), b._gens[0].parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="mode_seek"):
+        make(loss="rps", mode_seek=-1.0)
+    with pytest.raises(config.ConfigError, match="--mode-seek"):
+        config.validate(TrainConfig(mode_seek=float("nan")))

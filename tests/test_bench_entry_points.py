@@ -22,3 +22,19 @@ def test_psgan_throughput_benchmark_runs():
     res = psgan_throughput.benchmark([(2, "fp32", "sequential", True)], batch=4, steps=1, stage=0)
     (best, median), = res.values()
     assert best >= median > 0
+
+
+def test_cost_benchmark_selects_rows_against_the_papers_step(capsys):
+    import pytest
+
+    from psgan_fast.bench import cost
+
+    picked = cost.select(cost.CONFIGS, "MODE-seeking")
+    assert [label for label, _ in picked] == [cost.CONFIGS[0][0], "default + mode-seeking term (lambda 0.1)"]
+    assert picked[1][1]["mode_seek"] == 0.1 and picked[0][1] == {"loss": "ps"}
+    assert cost.select(cost.CONFIGS, None) == cost.CONFIGS
+    with pytest.raises(ValueError, match="no configuration matches 'nope'"):
+        cost.select(cost.CONFIGS, "nope")
+    assert cost.main(["--generators", "1", "--steps", "1", "--match", "mode-seeking"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |")]
+    assert len(table) == 2 and table[0].endswith("| 1.00x |") and "mode-seeking" in table[1]

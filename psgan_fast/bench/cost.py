@@ -62,7 +62,22 @@ CONFIGS = (
     ("default + R1/R2 on 64 + 64 images", {**_REC, "reg_batch": 64}),
     ("default + R1/R2 on 32 + 32 images", {**_REC, "reg_batch": 32}),
     ("default + R1/R2 every 16 on 32 + 32 images", {**_REC, "reg_every": 16, "reg_batch": 32}),
+    # Each generator's mode-seeking term (loss.mode_seeking_loss; ablate's ...-ms0.1).
+    ("default + mode-seeking term (lambda 0.1)", {**_REC, "mode_seek": 0.1}),
 )
+
+
+def select(configs, match: Optional[str]):
+    """The configurations whose label contains `match` (case-insensitive),
+    after the paper's row, which every ratio is taken against; all without
+    `match`. ValueError when nothing else matches."""
+    if not match:
+        return configs
+    picked = [c for c in configs[1:] if match.lower() in c[0].lower()]
+    if not picked:
+        raise ValueError(f"no configuration matches {match!r}; the labels are: "
+                         + "; ".join(label for label, _ in configs[1:]))
+    return (configs[0], *picked)
 
 
 def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIGS,
@@ -112,6 +127,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--steps", type=int, default=32, help="timed steps per configuration (a multiple of 16, the longest R1/R2 interval)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="also write the Markdown table here")
+    p.add_argument("--match", default=None, metavar="TEXT",
+                   help="only the configurations whose label contains TEXT (and the paper's, the baseline)")
     args = p.parse_args(argv)
     try:
         ns = [int(v) for v in args.generators.split(",") if v]
@@ -121,8 +138,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--generators: at least one N >= 1")
     if args.steps < 1:
         p.error(f"--steps: must be >= 1, got {args.steps}")
+    try:
+        configs = select(CONFIGS, args.match)
+    except ValueError as e:
+        p.error(f"--match: {e}")
     torch.set_num_threads(args.threads)
-    results = {n: step_costs(n, args.steps) for n in ns}
+    results = {n: step_costs(n, args.steps, configs=configs) for n in ns}
     text = render(results, args.steps)
     if args.out:
         atomic_write_text(Path(args.out), text)

@@ -33,6 +33,8 @@ def test_cost_benchmark_selects_rows_against_the_papers_step(capsys):
     assert [label for label, _ in picked] == [cost.CONFIGS[0][0], "default + mode-seeking term (lambda 0.1)"]
     assert picked[1][1]["mode_seek"] == 0.1 and picked[0][1] == {"loss": "ps"}
     assert cost.select(cost.CONFIGS, None) == cost.CONFIGS
+    both = [label for label, _ in cost.select(cost.CONFIGS, "mode-seeking, (the default")]
+    assert both == [cost.CONFIGS[0][0], cost.DEFAULT_LABEL, "default + mode-seeking term (lambda 0.1)"]
     with pytest.raises(ValueError, match="no configuration matches 'nope'"):
         cost.select(cost.CONFIGS, "nope")
     assert cost.main(["--generators", "1", "--steps", "1", "--match", "mode-seeking"]) == 0

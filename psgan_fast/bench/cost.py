@@ -68,12 +68,14 @@ CONFIGS = (
 
 
 def select(configs, match: Optional[str]):
-    """The configurations whose label contains `match` (case-insensitive),
-    after the paper's row, which every ratio is taken against; all without
-    `match`. ValueError when nothing else matches."""
+    """The configurations whose label contains `match` (case-insensitive;
+    comma-separated alternatives), after the paper's row, which every ratio
+    is taken against; all without `match`. ValueError when nothing else
+    matches."""
     if not match:
         return configs
-    picked = [c for c in configs[1:] if match.lower() in c[0].lower()]
+    words = [w.strip().lower() for w in match.split(",") if w.strip()]
+    picked = [c for c in configs[1:] if any(w in c[0].lower() for w in words)]
     if not picked:
         raise ValueError(f"no configuration matches {match!r}; the labels are: "
                          + "; ".join(label for label, _ in configs[1:]))
@@ -128,7 +130,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="also write the Markdown table here")
     p.add_argument("--match", default=None, metavar="TEXT",
-                   help="only the configurations whose label contains TEXT (and the paper's, the baseline)")
+                   help="only the configurations whose label contains TEXT (comma-separated alternatives), "
+                        "and the paper's, the baseline")
     args = p.parse_args(argv)
     try:
         ns = [int(v) for v in args.generators.split(",") if v]

@@ -125,6 +125,13 @@ LOSSES = {
     "rps-r1r2-gskips-s118-r8": dataclasses.replace(
         _S118, reg_every=8,
         summary="rps-r1r2-gskips-s118 with R1/R2 every 8 steps instead of 4 (recommended)"),
+    # The recommended spec plus each generator's mode-seeking term (MSGAN,
+    # loss.mode_seeking_loss) at lambda 0.1: no generator collapsed where the
+    # default wastes one at N = 3 (docs/results/2026-12-03-mode-seeking/). The
+    # candidate next default, pending a reproduction and `make train` with it.
+    "rps-r1r2-gskips-s118-r8-ms": dataclasses.replace(
+        _S118, reg_every=8, mode_seek=0.1,
+        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1 (candidate)"),
 }
 
 

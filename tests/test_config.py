@@ -36,7 +36,8 @@ def test_choice_lists_come_from_the_registries():
         assert spec.function() is getattr(loss, spec.fn) and callable(spec.function())
         assert spec.update in registry.UPDATES and spec.d_arch in registry.D_ARCHS
     assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips", "rps-r1r2-gskips",
-                                                                              "rps-r1r2-gskips-s118", "rps-r1r2-gskips-s118-r8"]
+                                                                              "rps-r1r2-gskips-s118", "rps-r1r2-gskips-s118-r8",
+                                                                              "rps-r1r2-gskips-s118-r8-ms"]
     for spec in registry.LOSSES.values():  # a spec's own stage split has a share for every stage
         assert spec.stage_split is None or (len(spec.stage_split) == 3 and sum(spec.stage_split) == 1.0)
 

@@ -540,6 +540,14 @@ def test_mode_seek_reaches_the_generators_only(update, backward):
             assert torch.allclose(p1.grad, p0.grad + pt.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_the_candidate_spec_is_the_default_plus_the_mode_seeking_term():
+    cand, rec = get_spec("rps-r1r2-gskips-s118-r8-ms"), get_spec(config.RECOMMENDED_LOSS)
+    assert rec.mode_seek == 0 and cand.mode_seek == 0.1
+    assert dataclasses.replace(cand, mode_seek=0.0, summary="") == dataclasses.replace(rec, summary="")
+    assert make(loss="rps-r1r2-gskips-s118-r8-ms").mode_seek == 0.1
+    assert make(loss="rps-r1r2-gskips-s118-r8-ms", mode_seek=0.0).mode_seek == 0.0  # the flag overrides the spec
+
+
 def test_mode_seek_zero_is_the_step_without_it_and_negative_is_refused():
     a, b = make(loss="rps"), make(loss="rps", mode_seek=0.0)
     torch.manual_seed(2)

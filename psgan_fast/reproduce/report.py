@@ -218,6 +218,7 @@ def results_doc(plan: Plan, table: dict, reference: Optional[dict], progress: di
     return {"command": plan.command, "commit": git_commit(), "created": plan.created,
             "machine": {"device": plan.device_name, "cores": plan.cpu_count, "torch_threads": plan.torch_threads,
                         "versions": plan.versions},
-            "budget_minutes": plan.budget_minutes, "extensions": plan.extensions, "flags": plan.flags.to_json(), "schedule": plan.schedule.to_json(),
+            "budget_minutes": plan.budget_minutes, "extensions": plan.extensions, "flags": plan.flags.to_json(),
+            "schedule": plan.schedule.to_json(),
             "wall_seconds": sum(inv.get("wall_seconds", 0.0) for inv in progress.get("invocations", [])),
             "feature_extractor": plan.feature_extractor, "reference": reference, "rows": rows}

@@ -128,7 +128,8 @@ LOSSES = {
     # The recommended spec plus each generator's mode-seeking term (MSGAN,
     # loss.mode_seeking_loss) at lambda 0.1: no generator collapsed where the
     # default wastes one at N = 3 (docs/results/2026-12-03-mode-seeking/). The
-    # candidate next default, pending a reproduction and `make train` with it.
+    # candidate next default, pending a reproduction with it (`make train`
+    # with it: docs/results/2026-12-03-make-train-ms/).
     "rps-r1r2-gskips-s118-r8-ms": dataclasses.replace(
         _S118, reg_every=8, mode_seek=0.1,
         summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1 (candidate)"),

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from psgan_fast.fsutil import atomic_write_text
-from psgan_fast.runlog import d_picks_real, epoch_records, top_class_share_per_epoch
+from psgan_fast.runlog import d_picks_real, epochs_in, read_log, top_class_share_per_epoch
 
 RESULT_VERSION = 1
 # The no-wasted-generator rule: the most frequent class at most this share ...
@@ -164,9 +164,9 @@ def verdict(hist: Sequence[int]) -> dict[str, Any]:
             "collapsed": bool(top > MAX_CLASS_SHARE or classes < MIN_CLASSES)}
 
 
-def _epoch_stats(run_dir: Path, n: int) -> tuple[list[float], Optional[float]]:
-    """D's accuracy per epoch and ms per step in the last epoch."""
-    recs = epoch_records(run_dir)
+def _epoch_stats(recs: list[dict]) -> tuple[list[float], Optional[float]]:
+    """D's accuracy per epoch and ms per step in the last epoch, from a
+    run's epoch records."""
     acc = d_picks_real(recs)
     ms = None
     if len(recs) >= 2:
@@ -214,7 +214,8 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
         warnings.simplefilter("ignore")
         gens = load_generators(run_dir)
     res = evaluate_generators(gens, opts["samples"], seed=seed, kid=False)
-    acc, ms = _epoch_stats(run_dir, len(gens))
+    log = read_log(run_dir)  # read once for D's accuracy, the step time and the timeline
+    acc, ms = _epoch_stats(epochs_in(log))
     per_gen = []
     for g in res["generators"]:
         per_gen.append({"fid": g["fid"], "is": g["is_mean"], "class_histogram": g["class_histogram"],
@@ -225,7 +226,7 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
         "variant": variant, "seed": seed, "generators": len(gens), "fid": res["union"]["fid"],
         "is": res["union"]["is_mean"], "union_class_shares": [h / total for h in union_hist],
         "per_generator": per_gen, "d_accuracy": acc, "chance": 1.0 / (len(gens) + 1), "ms_per_step": ms,
-        "top_share_per_epoch": top_class_share_per_epoch(run_dir),
+        "top_share_per_epoch": top_class_share_per_epoch(log),
         "wall_seconds": time.perf_counter() - t0,
     }
     atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
@@ -271,7 +272,7 @@ def render(results: list[dict], opts: dict, setup: Optional[dict] = None) -> str
         "picked the real image in each epoch, first to last, beside chance 1/(N+1). ms/step: the last epoch's training "
         "time per step (wall clock on a shared machine: compare costs with `python -m psgan_fast.bench.ab`). "
         "Worst top class per epoch: the largest share any one generator gives its most frequent class, after "
-        f"each epoch ({TIMELINE_SAMPLES} samples per generator; above {MAX_CLASS_SHARE:.0%}: collapsed that "
+        f"each epoch ({min(TIMELINE_SAMPLES, opts['samples'])} samples per generator; above {MAX_CLASS_SHARE:.0%}: collapsed that "
         "epoch; — for runs scored before it was logged).", "",
         "| variant | changes (vs parent) | seed | union FID | per-generator FID | top class share per G "
         "| collapsed G | union class shares | D acc (chance) | worst top class per epoch | ms/step 28px |",

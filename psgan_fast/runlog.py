@@ -15,18 +15,29 @@ generator's most frequent class (a collapse shows as a share above 50%).
 
 from __future__ import annotations
 
-from pathlib import Path
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from psgan_fast.fsutil import read_jsonl
 
 
+def read_log(run_dir: Path) -> list[dict]:
+    """Every record of the run's metrics.jsonl in file order ([] without a log):
+    read it once where several of the functions below need it."""
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def epochs_in(log: list[dict]) -> list[dict]:
+    """The epoch records of a run's `read_log`, in file order."""
+    return [r for r in log if r.get("kind") == "epoch"]
+
+
 def epoch_records(run_dir: Path) -> list[dict]:
     """The run's epoch records in file order ([] without a log)."""
-    return [r for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r.get("kind") == "epoch"]
+    return epochs_in(read_log(run_dir))
 
 
 def d_picks_real(records: list[dict]) -> list[float]:
@@ -78,12 +89,12 @@ def top_classes(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
     return out
 
 
-def top_class_share_per_epoch(run_dir: Path) -> list[Optional[float]]:
+def top_class_share_per_epoch(log: list[dict]) -> list[Optional[float]]:
     """The largest top-class share of any generator, for each finished epoch
-    in order (None where that epoch has no class histograms): the
-    collapse-over-time line of the reproduction report."""
-    tops = top_classes(read_jsonl(Path(run_dir) / "metrics.jsonl"))
-    epochs = sorted({int(r["epoch"]) for r in epoch_records(run_dir)})
+    of a run's `read_log` in order (None where that epoch has no class
+    histograms): the collapse-over-time line of the reproduction report."""
+    tops = top_classes(log)
+    epochs = sorted({int(r["epoch"]) for r in epochs_in(log)})
     return [max(s for _, s in tops[e]) if e in tops else None for e in epochs]
 
 
@@ -91,8 +102,8 @@ def timeline(run_dir: Path) -> list[dict]:
     """One row per finished epoch: epoch (1-based), stage, resolution, D's
     share of right picks (PS-GAN), FID of the union and each generator's
     (class, share) where the log has them."""
-    records = read_jsonl(Path(run_dir) / "metrics.jsonl")
-    epochs = {int(r["epoch"]): r for r in records if r.get("kind") == "epoch"}
+    records = read_log(run_dir)
+    epochs = {int(r["epoch"]): r for r in epochs_in(records)}
     evals = {int(r["epoch"]): r for r in records if r.get("kind") == "eval"}
     tops = top_classes(records)
     return [{"epoch": e + 1, "stage": r.get("stage"), "resolution": r.get("resolution"),

@@ -20,11 +20,16 @@ def derived_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % _MODULUS
 
 
+def fork_rng(device: torch.device):
+    """`torch.random.fork_rng` of the global CPU RNG and, when `device` is
+    CUDA, of its RNG: whatever runs inside leaves both streams as they were."""
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+
+
 def forked(seed: int, device: torch.device):
     """A context manager: inside, the global CPU RNG (and `device`'s, when
     it is CUDA) is seeded with `seed`; on exit every state is restored."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    ctx = torch.random.fork_rng(devices=devices)
+    ctx = fork_rng(device)
 
     class _Ctx:
         def __enter__(self):

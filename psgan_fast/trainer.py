@@ -47,7 +47,7 @@ from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
 from psgan_fast.plots import save_loss_plot, save_sample_grids
 from psgan_fast.recipe import Recipe, StepOutput
-from psgan_fast.seeding import derived_seed, forked
+from psgan_fast.seeding import derived_seed, fork_rng, forked
 
 SAMPLE_COUNT = 64
 
@@ -373,7 +373,7 @@ class Trainer:
         # Everything here runs on a forked RNG: building the feature
         # extractor initialises a network from the global stream, and a run
         # with --eval-every must train exactly as one without it.
-        with torch.random.fork_rng(devices=[self.device.index or 0] if self.device.type == "cuda" else []):
+        with fork_rng(self.device):
             if getattr(self, "_eval_real", None) is None:
                 # The run's own training split is the reference (a Fashion-MNIST
                 # run is scored against Fashion-MNIST, not MNIST); its statistics

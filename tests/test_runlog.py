@@ -40,7 +40,7 @@ def test_timeline_follows_a_generator_into_a_collapse_and_out(tmp_path, capsys):
     tops = runlog.top_classes(runlog.read_jsonl(run / "metrics.jsonl"))
     assert sorted(tops) == [0, 1, 3]
     assert tops[1] == [(0, 0.1), (1, 0.6)] and tops[0][1] == (8, 0.6)
-    assert runlog.top_class_share_per_epoch(run) == [0.6, 0.6, None, 0.12]
+    assert runlog.top_class_share_per_epoch(runlog.read_log(run)) == [0.6, 0.6, None, 0.12]
     rows = runlog.timeline(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[2]["fid"] is None and rows[2]["top_classes"] is None
     assert rows[1]["fid"] == 20.0 and rows[1]["d_picks_real"] == 0.9 and rows[1]["resolution"] == 28
@@ -56,7 +56,7 @@ def test_timeline_follows_a_generator_into_a_collapse_and_out(tmp_path, capsys):
 
 def test_logs_without_histograms_and_missing_logs(tmp_path, capsys):
     old = _log(tmp_path / "old", [_epoch(0, 0, 7, 0.5), {"kind": "eval", "epoch": 0, "fid": 40.0}])
-    assert runlog.top_class_share_per_epoch(old) == [None]
+    assert runlog.top_class_share_per_epoch(runlog.read_log(old)) == [None]
     assert runlog.timeline_markdown(old).splitlines()[2] == "| 1 | 0 (7) | 50% | 40.00 |"
     assert runlog.main([str(tmp_path / "nothing")]) == 1
     assert "has no metrics.jsonl" in capsys.readouterr().err

@@ -102,7 +102,7 @@ PLAN_FLAGS = ("budget_minutes", "seeds", "seed_rows", "jobs", "feature_extractor
 def _resolve_flags(args: argparse.Namespace, plan: Optional[Plan]) -> Flags:
     """Flags of this invocation; for a started reproduction, those given must match the plan."""
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
-    if getattr(args, "extend", False):
+    if args.extend:
         if plan is None:
             raise ReproError(f"--extend adds seeds to a started reproduction, and {args.out} has no plan.json; "
                              "drop --extend to plan a new one")

@@ -10,7 +10,7 @@ from typing import Optional
 from psgan_fast import paper
 from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.machine import git_commit
-from psgan_fast.runlog import (d_picks_real, d_picks_real_per_epoch, epoch_records, final_stage_step_seconds,
+from psgan_fast.runlog import (d_picks_real, d_picks_real_per_epoch, epochs_in, final_stage_step_seconds, read_log,
                                top_class_share_per_epoch)
 from psgan_fast.reproduce.claims import claims, recommended_section
 from psgan_fast.reproduce.common import (BATCH_SIZE, DESCRIPTIONS, EXTRA_SAMPLE_FIGURES, LABELS, LOSS_FIGURES,
@@ -36,9 +36,10 @@ def collect(out: Path, plan: Plan) -> dict[str, list[dict]]:
             rd = out / "runs" / run_name(row, seed)
             status, steps = run_status(rd) if rd.exists() else ("new", 0)
             doc = _read_json(rd / "final_eval.json") if status == "complete" else None
-            recs = epoch_records(rd)  # the log, read once for the time and D's shares
+            log = read_log(rd)  # read once for the time, D's shares and the top-class shares
+            recs = epochs_in(log)
             shares = d_picks_real(recs)
-            tops = top_class_share_per_epoch(rd)
+            tops = top_class_share_per_epoch(log)
             entry = {"seed": seed, "status": status, "steps": steps, "train_seconds": train_seconds(rd, recs),
                      "eval": doc["result"] if doc else None, "d_right": shares[-1] if shares else None,
                      "d_right_per_epoch": shares, "final_step_seconds": final_stage_step_seconds(recs),

@@ -109,11 +109,12 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                              "(= rps-r1r2-gskips-s118, the default until R1/R2 went to every 8 steps)",
                              {"stages": (0.1, 0.1, 0.8)}),
     "recommended-split118-every8": ("recommended-split118", "R1/R2 every 8 steps instead of 4 (the step cost "
-                                    "target; = the default, rps-r1r2-gskips-s118-r8)", {"reg_every": 8}),
+                                    "target; = rps-r1r2-gskips-s118-r8, the previous default)", {"reg_every": 8}),
     "recommended-split118-every8-dskips": ("recommended-split118-every8", "skips in D too: D keeps its judgement "
                                            "across a stage switch (+8% step)", {"d_skips": True}),
     "recommended-split118-every8-ms0.1": ("recommended-split118-every8", "each generator's mode-seeking term "
-                                          "(MSGAN), lambda 0.1", {"mode_seek": 0.1}),
+                                          "(MSGAN), lambda 0.1 (= the default, rps-r1r2-gskips-s118-r8-ms)",
+                                          {"mode_seek": 0.1}),
     "recommended-split118-every8-ms0.02": ("recommended-split118-every8", "each generator's mode-seeking term "
                                            "(MSGAN), lambda 0.02", {"mode_seek": 0.02}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",

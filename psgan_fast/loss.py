@@ -10,8 +10,10 @@ relativistic softmax); "rps-r1r2-skips" adds R1/R2 and skip stage
 networks (the default until 2026-12-02); "rps-r1r2-gskips" keeps the
 skips in G only and takes Adam betas (0, 0.99); "rps-r1r2-gskips-s118"
 is that rule with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px, and
-"rps-r1r2-gskips-s118-r8" that with R1/R2 every 8 steps instead of 4;
-the recommended default is `psgan_fast.config.RECOMMENDED_LOSS`
+"rps-r1r2-gskips-s118-r8" that with R1/R2 every 8 steps instead of 4,
+"rps-r1r2-gskips-s118-r8-ms" that plus each generator's mode-seeking
+term (`mode_seeking_loss`); the recommended default is
+`psgan_fast.config.RECOMMENDED_LOSS`
 (docs/DESIGN.md §3 has the ablation behind each).
 
 Algorithm 2 for any N (docs/DESIGN.md §3). The discriminator gives one logit per

@@ -118,21 +118,21 @@ LOSSES = {
     # networks), and the final resolution is what is evaluated. The default
     # from 2026-12-03 until R1/R2 went to every 8 steps (below).
     "rps-r1r2-gskips-s118": _S118,
-    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
-    # ablation that chose it): the spec above with the lazy R1/R2 every 8
-    # steps instead of 4 (weighted by 8), half the penalty's share of a step
-    # (docs/results/cost.md) for the same FID (docs/results/2026-12-03-reg-every8/).
+    # The spec above with the lazy R1/R2 every 8 steps instead of 4 (weighted
+    # by 8), half the penalty's share of a step (docs/results/cost.md) for the
+    # same FID (docs/results/2026-12-03-reg-every8/). The default from then
+    # until the mode-seeking term joined it (below).
     "rps-r1r2-gskips-s118-r8": dataclasses.replace(
         _S118, reg_every=8,
-        summary="rps-r1r2-gskips-s118 with R1/R2 every 8 steps instead of 4 (recommended)"),
-    # The recommended spec plus each generator's mode-seeking term (MSGAN,
-    # loss.mode_seeking_loss) at lambda 0.1: no generator collapsed where the
-    # default wastes one at N = 3 (docs/results/2026-12-03-mode-seeking/). The
-    # candidate next default, pending a reproduction with it (`make train`
-    # with it: docs/results/2026-12-03-make-train-ms/).
+        summary="rps-r1r2-gskips-s118 with R1/R2 every 8 steps instead of 4 (the previous default)"),
+    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
+    # ablation that chose it): the spec above plus each generator's
+    # mode-seeking term (MSGAN, loss.mode_seeking_loss) at lambda 0.1. Without
+    # it one of three generators can fall onto thin strokes in the first
+    # epochs at 28 px and stay there (docs/results/2026-12-03-mode-seeking/).
     "rps-r1r2-gskips-s118-r8-ms": dataclasses.replace(
         _S118, reg_every=8, mode_seek=0.1,
-        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1 (candidate)"),
+        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1 (recommended)"),
 }
 
 

@@ -28,13 +28,15 @@ def test_cost_benchmark_selects_rows_against_the_papers_step(capsys):
     import pytest
 
     from psgan_fast.bench import cost
+    from psgan_fast.config import RECOMMENDED_LOSS
 
-    picked = cost.select(cost.CONFIGS, "MODE-seeking")
-    assert [label for label, _ in picked] == [cost.CONFIGS[0][0], "default + mode-seeking term (lambda 0.1)"]
-    assert picked[1][1]["mode_seek"] == 0.1 and picked[0][1] == {"loss": "ps"}
+    picked = cost.select(cost.CONFIGS, "MODE-seeking")  # case-insensitive
+    assert [label for label, _ in picked] == [cost.CONFIGS[0][0], cost.DEFAULT_LABEL]
+    assert picked[1][1] == {"loss": RECOMMENDED_LOSS} and picked[0][1] == {"loss": "ps"}
     assert cost.select(cost.CONFIGS, None) == cost.CONFIGS
-    both = [label for label, _ in cost.select(cost.CONFIGS, "mode-seeking, (the default")]
-    assert both == [cost.CONFIGS[0][0], cost.DEFAULT_LABEL, "default + mode-seeking term (lambda 0.1)"]
+    both = [label for label, _ in cost.select(cost.CONFIGS, "mode-seeking, the previous default")]
+    assert both == [cost.CONFIGS[0][0], "rps-r1r2-gskips-s118-r8 (R1/R2 every 8 steps; the previous default)",
+                    cost.DEFAULT_LABEL]
     with pytest.raises(ValueError, match="no configuration matches 'nope'"):
         cost.select(cost.CONFIGS, "nope")
     assert cost.main(["--generators", "1", "--steps", "1", "--match", "mode-seeking"]) == 0

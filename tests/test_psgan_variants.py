@@ -540,10 +540,11 @@ def test_mode_seek_reaches_the_generators_only(update, backward):
             assert torch.allclose(p1.grad, p0.grad + pt.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_the_candidate_spec_is_the_default_plus_the_mode_seeking_term():
-    cand, rec = get_spec("rps-r1r2-gskips-s118-r8-ms"), get_spec(config.RECOMMENDED_LOSS)
-    assert rec.mode_seek == 0 and cand.mode_seek == 0.1
-    assert dataclasses.replace(cand, mode_seek=0.0, summary="") == dataclasses.replace(rec, summary="")
+def test_the_default_is_the_previous_default_plus_the_mode_seeking_term():
+    rec, prev = get_spec(config.RECOMMENDED_LOSS), get_spec("rps-r1r2-gskips-s118-r8")
+    assert config.RECOMMENDED_LOSS == "rps-r1r2-gskips-s118-r8-ms" and TrainConfig().loss == config.RECOMMENDED_LOSS
+    assert prev.mode_seek == 0 and rec.mode_seek == 0.1
+    assert dataclasses.replace(rec, mode_seek=0.0, summary="") == dataclasses.replace(prev, summary="")
     assert make(loss="rps-r1r2-gskips-s118-r8-ms").mode_seek == 0.1
     assert make(loss="rps-r1r2-gskips-s118-r8-ms", mode_seek=0.0).mode_seek == 0.0  # the flag overrides the spec
 

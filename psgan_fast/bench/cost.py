@@ -17,9 +17,10 @@ The configurations decompose the recommended default one ingredient at a
 time: ps -> rps (gates off) -> + skip networks (in G and D, in G only) ->
 + R1/R2 every 4 steps (a previous default), that with R1/R2's input
 gradient by autograd (the reference for D's written-out chain, same
-values), G-only skips with R1/R2 every 4 steps (the previous default),
-every 8 (the default), then the cheaper trade-offs the ablation scored
-(docs/results/ablation.md): R1/R2 on fewer images, less often.
+values), G-only skips with R1/R2 every 4 steps, every 8 (two previous
+defaults), that + each generator's mode-seeking term (the default), then
+the cheaper trade-offs the ablation scored (docs/results/ablation.md):
+R1/R2 on fewer images, less often.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def _every(loss: str) -> str:
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
 _PREV = "rps-r1r2-skips"  # the default until 2026-12-02: skip networks in G and D
 _S118 = "rps-r1r2-gskips-s118"  # the default until R1/R2 went to every 8 steps
+_R8 = "rps-r1r2-gskips-s118-r8"  # the default until the mode-seeking term joined it
 _REC = {"loss": RECOMMENDED_LOSS}
-DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)})"  # the row the cost target is about
+_MS = f" + mode-seeking term (lambda {get_spec(RECOMMENDED_LOSS).mode_seek:g})" if get_spec(RECOMMENDED_LOSS).mode_seek else ""
+DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)}{_MS})"  # the row the cost target is about
 CONFIGS = (
     ("ps (the paper's Algorithm 2)", {"loss": "ps"}),
     ("rps (gates off)", {"loss": "rps"}),
@@ -55,15 +58,14 @@ CONFIGS = (
     # The same update with R1/R2's input gradient by autograd's double backward
     # instead of D's written-out chain (Discriminator.input_gradient): same values.
     ("... R1/R2 gradient by autograd", {"loss": _PREV, "options": ModelOptions(penalty_grad="autograd")}),
-    (f"{_S118} (skips in G only, {_every(_S118)}; the previous default)", {"loss": _S118}),
+    (f"{_S118} (skips in G only, {_every(_S118)}; a previous default)", {"loss": _S118}),
+    (f"{_R8} ({_every(_R8)}; the previous default)", {"loss": _R8}),
     (DEFAULT_LABEL, _REC),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-beta0-lean8x64,
     # -beta0-lean8 and, with the old betas, -lean16; Adam's betas do not change the cost).
     ("default + R1/R2 on 64 + 64 images", {**_REC, "reg_batch": 64}),
     ("default + R1/R2 on 32 + 32 images", {**_REC, "reg_batch": 32}),
     ("default + R1/R2 every 16 on 32 + 32 images", {**_REC, "reg_every": 16, "reg_batch": 32}),
-    # Each generator's mode-seeking term (loss.mode_seeking_loss; ablate's ...-ms0.1).
-    ("default + mode-seeking term (lambda 0.1)", {**_REC, "mode_seek": 0.1}),
 )
 
 

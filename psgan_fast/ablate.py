@@ -117,6 +117,10 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                                           {"mode_seek": 0.1}),
     "recommended-split118-every8-ms0.02": ("recommended-split118-every8", "each generator's mode-seeking term "
                                            "(MSGAN), lambda 0.02", {"mode_seek": 0.02}),
+    "recommended-split118-every8-ms0.3": ("recommended-split118-every8", "each generator's mode-seeking term "
+                                          "(MSGAN), lambda 0.3", {"mode_seek": 0.3}),
+    "recommended-split118-every8-ms1": ("recommended-split118-every8", "each generator's mode-seeking term "
+                                        "(MSGAN), lambda 1", {"mode_seek": 1.0}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

@@ -50,8 +50,10 @@ def test_steps_train_at_the_stage_resolution_and_move_weights():
     assert out.d_loss.shape == () and out.g_loss.shape == (2,)
     assert torch.isfinite(out.d_loss) and torch.isfinite(out.g_loss).all()
     assert not out.d_loss.requires_grad and not out.g_loss.requires_grad
-    assert set(out.extras) == {"case_real", "case_fake1", "case_fake2"}
-    assert sum(v.item() for v in out.extras.values()) == pytest.approx(1.0)
+    # Algorithm 2's three cases (shares of the groups), and the default's mode-seeking term
+    assert set(out.extras) == {"case_real", "case_fake1", "case_fake2", "mode_seek"}
+    assert sum(out.extras[k].item() for k in ("case_real", "case_fake1", "case_fake2")) == pytest.approx(1.0)
+    assert out.extras["mode_seek"].item() > 0
     after = snapshot(r)
     for name in ("G0", "G1", "D"):
         assert not torch.equal(before[name]["head.fc.weight" if name == "D" else "stem.fc.weight"],

@@ -112,15 +112,12 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                                     "target; = rps-r1r2-gskips-s118-r8, the previous default)", {"reg_every": 8}),
     "recommended-split118-every8-dskips": ("recommended-split118-every8", "skips in D too: D keeps its judgement "
                                            "across a stage switch (+8% step)", {"d_skips": True}),
-    "recommended-split118-every8-ms0.1": ("recommended-split118-every8", "each generator's mode-seeking term "
-                                          "(MSGAN), lambda 0.1 (= the default, rps-r1r2-gskips-s118-r8-ms)",
-                                          {"mode_seek": 0.1}),
-    "recommended-split118-every8-ms0.02": ("recommended-split118-every8", "each generator's mode-seeking term "
-                                           "(MSGAN), lambda 0.02", {"mode_seek": 0.02}),
-    "recommended-split118-every8-ms0.3": ("recommended-split118-every8", "each generator's mode-seeking term "
-                                          "(MSGAN), lambda 0.3", {"mode_seek": 0.3}),
-    "recommended-split118-every8-ms1": ("recommended-split118-every8", "each generator's mode-seeking term "
-                                        "(MSGAN), lambda 1", {"mode_seek": 1.0}),
+    # Each generator's mode-seeking term (MSGAN) at several strengths; 0.1 is the default's.
+    **{f"recommended-split118-every8-ms{lam:g}": (
+        "recommended-split118-every8",
+        f"each generator's mode-seeking term (MSGAN), lambda {lam:g}"
+        + (" (= the default, rps-r1r2-gskips-s118-r8-ms)" if lam == 0.1 else ""),
+        {"mode_seek": lam}) for lam in (0.1, 0.02, 0.3, 1.0)},
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

@@ -47,6 +47,7 @@ from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
 from psgan_fast.plots import save_loss_plot, save_sample_grids
 from psgan_fast.recipe import Recipe, StepOutput
+from psgan_fast.runlog import epochs_in
 from psgan_fast.seeding import derived_seed, fork_rng, forked
 
 SAMPLE_COUNT = 64
@@ -222,7 +223,7 @@ class Trainer:
         kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step]
         if self.is_main:
             ckpt_mod.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.epoch_records = [r for r in kept if r.get("kind") == "epoch"]
+        self.epoch_records = epochs_in(kept)
 
     def _message(self, text: str) -> None:
         """Log a line to metrics.jsonl and print it; indented detail lines

@@ -42,13 +42,19 @@ def _every(loss: str) -> str:
     return f"R1/R2 every {get_spec(loss).reg_every} steps"
 
 
+def _mode_seek(loss: str) -> str:
+    """" + mode-seeking term (lambda L)" where the spec has one, else ""."""
+    lam = get_spec(loss).mode_seek
+    return f" + mode-seeking term (lambda {lam:g})" if lam else ""
+
+
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
 _PREV = "rps-r1r2-skips"  # the default until 2026-12-02: skip networks in G and D
 _S118 = "rps-r1r2-gskips-s118"  # the default until R1/R2 went to every 8 steps
 _R8 = "rps-r1r2-gskips-s118-r8"  # the default until the mode-seeking term joined it
 _REC = {"loss": RECOMMENDED_LOSS}
-_MS = f" + mode-seeking term (lambda {get_spec(RECOMMENDED_LOSS).mode_seek:g})" if get_spec(RECOMMENDED_LOSS).mode_seek else ""
-DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)}{_MS})"  # the row the cost target is about
+# The row the cost target is about.
+DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)}{_mode_seek(RECOMMENDED_LOSS)})"
 CONFIGS = (
     ("ps (the paper's Algorithm 2)", {"loss": "ps"}),
     ("rps (gates off)", {"loss": "rps"}),

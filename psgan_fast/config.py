@@ -36,7 +36,7 @@ D_ARCHS = registry.D_ARCHS
 PARALLEL = registry.PARALLEL_MODES      # psgan_fast.parallel.MODES
 # What `--model psgan` trains by default: the winner of the ablation in
 # docs/DESIGN.md. `--loss ps` is the paper's Algorithm 2 read literally.
-RECOMMENDED_LOSS = "rps-r1r2-gskips-s118-r8-ms"
+RECOMMENDED_LOSS = "rps-r1r2-gskips-s118-r8-ms0.3"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 

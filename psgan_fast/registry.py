@@ -124,15 +124,21 @@ LOSSES = {
     # until the mode-seeking term joined it (below).
     "rps-r1r2-gskips-s118-r8": dataclasses.replace(
         _S118, reg_every=8,
-        summary="rps-r1r2-gskips-s118 with R1/R2 every 8 steps instead of 4 (the previous default)"),
-    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
-    # ablation that chose it): the spec above plus each generator's
-    # mode-seeking term (MSGAN, loss.mode_seeking_loss) at lambda 0.1. Without
-    # it one of three generators can fall onto thin strokes in the first
-    # epochs at 28 px and stay there (docs/results/2026-12-03-mode-seeking/).
+        summary="rps-r1r2-gskips-s118 with R1/R2 every 8 steps instead of 4 (a previous default)"),
+    # The spec above plus each generator's mode-seeking term (MSGAN,
+    # loss.mode_seeking_loss) at lambda 0.1: the default from 2026-12-03
+    # until lambda went to 0.3 (below). Without the term one of three
+    # generators can fall onto thin strokes in the first epochs at 28 px and
+    # stay there (docs/results/2026-12-03-mode-seeking/).
     "rps-r1r2-gskips-s118-r8-ms": dataclasses.replace(
         _S118, reg_every=8, mode_seek=0.1,
-        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1 (recommended)"),
+        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1"),
+    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
+    # ablation that chose it): the spec above with the mode-seeking term at
+    # lambda 0.3 (docs/results/2026-12-03-ms-strength/).
+    "rps-r1r2-gskips-s118-r8-ms0.3": dataclasses.replace(
+        _S118, reg_every=8, mode_seek=0.3,
+        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.3 (recommended)"),
 }
 
 

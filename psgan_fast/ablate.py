@@ -59,6 +59,21 @@ SMOKE = {"epochs": 3, "batches": 2, "samples": 200}
 # Images per generator of the evaluation after every epoch (the collapse timeline).
 TIMELINE_SAMPLES = 1000
 
+
+
+def _ms_spec_note(lam: float) -> str:
+    """" (= SPEC)" naming the registered --loss that is rps-r1r2-gskips-s118-r8
+    plus the mode-seeking term at `lam` (", the default" when it is), else ""."""
+    from psgan_fast.config import RECOMMENDED_LOSS
+    from psgan_fast.registry import LOSSES
+
+    base = dataclasses.replace(LOSSES["rps-r1r2-gskips-s118-r8"], summary="")
+    for name, spec in LOSSES.items():
+        if spec.mode_seek == lam and dataclasses.replace(spec, mode_seek=0.0, summary="") == base:
+            return f" (= {name}{', the default' if name == RECOMMENDED_LOSS else ''})"
+    return ""
+
+
 # name -> (parent, what changes against the parent, TrainConfig overrides).
 # "stages": False puts every epoch at 28 px; a tuple of shares splits the epochs that way. Overrides accumulate from the parent.
 VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
@@ -109,14 +124,14 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
                              "(= rps-r1r2-gskips-s118, the default until R1/R2 went to every 8 steps)",
                              {"stages": (0.1, 0.1, 0.8)}),
     "recommended-split118-every8": ("recommended-split118", "R1/R2 every 8 steps instead of 4 (the step cost "
-                                    "target; = rps-r1r2-gskips-s118-r8, the previous default)", {"reg_every": 8}),
+                                    "target; = rps-r1r2-gskips-s118-r8, a previous default)", {"reg_every": 8}),
     "recommended-split118-every8-dskips": ("recommended-split118-every8", "skips in D too: D keeps its judgement "
                                            "across a stage switch (+8% step)", {"d_skips": True}),
-    # Each generator's mode-seeking term (MSGAN) at several strengths; 0.1 is the default's.
+    # Each generator's mode-seeking term (MSGAN) at several strengths; the
+    # registry's spec with each strength is named beside it.
     **{f"recommended-split118-every8-ms{lam:g}": (
         "recommended-split118-every8",
-        f"each generator's mode-seeking term (MSGAN), lambda {lam:g}"
-        + (" (= the default, rps-r1r2-gskips-s118-r8-ms)" if lam == 0.1 else ""),
+        f"each generator's mode-seeking term (MSGAN), lambda {lam:g}" + _ms_spec_note(lam),
         {"mode_seek": lam}) for lam in (0.1, 0.02, 0.3, 1.0)},
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),

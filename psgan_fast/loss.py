@@ -12,7 +12,8 @@ skips in G only and takes Adam betas (0, 0.99); "rps-r1r2-gskips-s118"
 is that rule with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px, and
 "rps-r1r2-gskips-s118-r8" that with R1/R2 every 8 steps instead of 4,
 "rps-r1r2-gskips-s118-r8-ms" that plus each generator's mode-seeking
-term (`mode_seeking_loss`); the recommended default is
+term (`mode_seeking_loss`) at lambda 0.1, "...-ms0.3" at 0.3; the
+recommended default is
 `psgan_fast.config.RECOMMENDED_LOSS`
 (docs/DESIGN.md §3 has the ablation behind each).
 

@@ -23,6 +23,21 @@ def test_variants_inherit_their_parents_and_build_valid_configs(tmp_path):
         ablate.resolve_variant("nope")
 
 
+def test_the_mode_seeking_variants_name_the_spec_they_train_and_the_default():
+    from psgan_fast.config import RECOMMENDED_LOSS
+    from psgan_fast.registry import get_spec
+
+    desc = {lam: ablate.VARIANTS[f"recommended-split118-every8-ms{lam}"][1] for lam in ("0.1", "0.02", "0.3", "1")}
+    assert desc["0.1"].endswith("lambda 0.1 (= rps-r1r2-gskips-s118-r8-ms)")
+    assert desc["0.02"].endswith("lambda 0.02") and desc["1"].endswith("lambda 1")
+    assert desc["0.3"].endswith(f"lambda 0.3 (= {RECOMMENDED_LOSS}, the default)")
+    # ... and the variant trains what that spec does (resolved knobs against the spec's)
+    knobs = ablate.resolve_variant("recommended-split118-every8-ms0.3")
+    spec = get_spec(RECOMMENDED_LOSS)
+    assert knobs["mode_seek"] == spec.mode_seek and knobs["reg_every"] == spec.reg_every
+    assert knobs["stages"] == spec.stage_split and knobs["betas"] == spec.betas
+
+
 @pytest.mark.parametrize("hist,collapsed", [
     ([100, 0, 0, 0, 0, 0, 0, 0, 0, 0], True),     # one class
     ([51, 49, 0, 0, 0, 0, 0, 0, 0, 0], True),     # top class above 50%

@@ -34,9 +34,11 @@ def test_cost_benchmark_selects_rows_against_the_papers_step(capsys):
     assert [label for label, _ in picked] == [cost.CONFIGS[0][0], cost.DEFAULT_LABEL]
     assert picked[1][1] == {"loss": RECOMMENDED_LOSS} and picked[0][1] == {"loss": "ps"}
     assert cost.select(cost.CONFIGS, None) == cost.CONFIGS
-    both = [label for label, _ in cost.select(cost.CONFIGS, "mode-seeking, the previous default")]
-    assert both == [cost.CONFIGS[0][0], "rps-r1r2-gskips-s118-r8 (R1/R2 every 8 steps; the previous default)",
+    both = [label for label, _ in cost.select(cost.CONFIGS, "mode-seeking, gskips-s118-r8 (")]
+    assert both == [cost.CONFIGS[0][0], "rps-r1r2-gskips-s118-r8 (R1/R2 every 8 steps; a previous default)",
                     cost.DEFAULT_LABEL]
+    assert cost.DEFAULT_LABEL == ("rps-r1r2-gskips-s118-r8-ms0.3 (the default: R1/R2 every 8 steps + "
+                                  "mode-seeking term (lambda 0.3))")
     with pytest.raises(ValueError, match="no configuration matches 'nope'"):
         cost.select(cost.CONFIGS, "nope")
     assert cost.main(["--generators", "1", "--steps", "1", "--match", "mode-seeking"]) == 0

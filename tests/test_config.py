@@ -37,7 +37,8 @@ def test_choice_lists_come_from_the_registries():
         assert spec.update in registry.UPDATES and spec.d_arch in registry.D_ARCHS
     assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips", "rps-r1r2-gskips",
                                                                               "rps-r1r2-gskips-s118", "rps-r1r2-gskips-s118-r8",
-                                                                              "rps-r1r2-gskips-s118-r8-ms"]
+                                                                              "rps-r1r2-gskips-s118-r8-ms",
+                                                                              "rps-r1r2-gskips-s118-r8-ms0.3"]
     for spec in registry.LOSSES.values():  # a spec's own stage split has a share for every stage
         assert spec.stage_split is None or (len(spec.stage_split) == 3 and sum(spec.stage_split) == 1.0)
 

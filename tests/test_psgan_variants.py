@@ -540,13 +540,16 @@ def test_mode_seek_reaches_the_generators_only(update, backward):
             assert torch.allclose(p1.grad, p0.grad + pt.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_the_default_is_the_previous_default_plus_the_mode_seeking_term():
-    rec, prev = get_spec(config.RECOMMENDED_LOSS), get_spec("rps-r1r2-gskips-s118-r8")
-    assert config.RECOMMENDED_LOSS == "rps-r1r2-gskips-s118-r8-ms" and TrainConfig().loss == config.RECOMMENDED_LOSS
-    assert prev.mode_seek == 0 and rec.mode_seek == 0.1
-    assert dataclasses.replace(rec, mode_seek=0.0, summary="") == dataclasses.replace(prev, summary="")
-    assert make(loss="rps-r1r2-gskips-s118-r8-ms").mode_seek == 0.1
-    assert make(loss="rps-r1r2-gskips-s118-r8-ms", mode_seek=0.0).mode_seek == 0.0  # the flag overrides the spec
+def test_the_default_is_the_r8_rule_plus_the_mode_seeking_term_at_0_3():
+    rec, ms01 = get_spec(config.RECOMMENDED_LOSS), get_spec("rps-r1r2-gskips-s118-r8-ms")
+    r8 = get_spec("rps-r1r2-gskips-s118-r8")
+    assert config.RECOMMENDED_LOSS == "rps-r1r2-gskips-s118-r8-ms0.3" and TrainConfig().loss == config.RECOMMENDED_LOSS
+    assert r8.mode_seek == 0 and ms01.mode_seek == 0.1 and rec.mode_seek == 0.3
+    for spec in (rec, ms01):  # the mode-seeking term is all that sets them apart from the r8 rule
+        assert dataclasses.replace(spec, mode_seek=0.0, summary="") == dataclasses.replace(r8, summary="")
+    assert make(loss=config.RECOMMENDED_LOSS).mode_seek == 0.3
+    assert make(loss="rps-r1r2-gskips-s118-r8-ms").mode_seek == 0.1  # the previous default resumes as it was
+    assert make(loss=config.RECOMMENDED_LOSS, mode_seek=0.0).mode_seek == 0.0  # the flag overrides the spec
 
 
 def test_mode_seek_zero_is_the_step_without_it_and_negative_is_refused():

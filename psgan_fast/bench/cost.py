@@ -18,7 +18,9 @@ time: ps -> rps (gates off) -> + skip networks (in G and D, in G only) ->
 + R1/R2 every 4 steps (a previous default), that with R1/R2's input
 gradient by autograd (the reference for D's written-out chain, same
 values), G-only skips with R1/R2 every 4 steps, every 8 (two previous
-defaults), that + each generator's mode-seeking term (the default), then
+defaults), that + each generator's mode-seeking term (the default; its
+strength lambda is a scalar, so rps-r1r2-gskips-s118-r8-ms, the previous
+default at lambda 0.1, runs the same computation and has no row), then
 the cheaper trade-offs the ablation scored (docs/results/ablation.md):
 R1/R2 on fewer images, less often.
 """
@@ -51,7 +53,7 @@ def _mode_seek(loss: str) -> str:
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
 _PREV = "rps-r1r2-skips"  # the default until 2026-12-02: skip networks in G and D
 _S118 = "rps-r1r2-gskips-s118"  # the default until R1/R2 went to every 8 steps
-_R8 = "rps-r1r2-gskips-s118-r8"  # the default until the mode-seeking term joined it
+_R8 = "rps-r1r2-gskips-s118-r8"  # a default until the mode-seeking term joined it
 _REC = {"loss": RECOMMENDED_LOSS}
 # The row the cost target is about.
 DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)}{_mode_seek(RECOMMENDED_LOSS)})"
@@ -65,7 +67,7 @@ CONFIGS = (
     # instead of D's written-out chain (Discriminator.input_gradient): same values.
     ("... R1/R2 gradient by autograd", {"loss": _PREV, "options": ModelOptions(penalty_grad="autograd")}),
     (f"{_S118} (skips in G only, {_every(_S118)}; a previous default)", {"loss": _S118}),
-    (f"{_R8} ({_every(_R8)}; the previous default)", {"loss": _R8}),
+    (f"{_R8} ({_every(_R8)}; a previous default)", {"loss": _R8}),
     (DEFAULT_LABEL, _REC),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-beta0-lean8x64,
     # -beta0-lean8 and, with the old betas, -lean16; Adam's betas do not change the cost).

@@ -222,6 +222,38 @@ class TrainConfig:
             return self.generators
         return defaults_of(self.model).generators if self.model in RECIPES else 1
 
+    def loss_label(self) -> str:
+        """The update rule this config trains, by name: `loss` when the knobs
+        it sets leave that spec as it is; else the registered spec with
+        exactly these knobs (the one whose stage shares give these stage
+        epochs, if several); else `loss` and the knobs that differ from it."""
+        def fields(spec: registry.LossSpec) -> dict[str, Any]:
+            if spec.d_skips is None:
+                spec = dataclasses.replace(spec, d_skips=spec.skips)
+            d = dataclasses.asdict(spec)
+            for k in ("summary", "stage_split"):
+                d.pop(k)
+            d["betas"] = None if d["betas"] is None else tuple(d["betas"])
+            return d
+
+        spec = get_spec(self.loss)
+        trained = spec.resolved(self)
+        if trained.gated:
+            trained = dataclasses.replace(trained, d_gate=trained.d_gate if self.d_gate is None else self.d_gate,
+                                          g_gate=trained.g_gate if self.g_gate is None else self.g_gate)
+        mine, base = fields(trained), fields(spec)
+        if mine == base:
+            return self.loss
+        same = [name for name, other in registry.LOSSES.items() if fields(other) == mine]
+        stages = self.resolved_stage_epochs()
+        for name in same:
+            split = registry.LOSSES[name].stage_split or STAGE_SPLIT
+            if len(split) == len(stages) and default_stage_epochs(self.epochs, len(stages), split) == stages:
+                return name
+        if same:
+            return same[0]
+        return self.loss + " with " + ", ".join(f"{k}={v}" for k, v in mine.items() if v != base[k])
+
     def resolved_stage_epochs(self, num_stages: int = 3) -> tuple[int, ...]:
         """Epochs per stage: `stage_epochs` when set, else `epochs` split by
         `stage_split(model, loss)`; the last stage absorbs any rounding."""

@@ -335,8 +335,8 @@ class Trainer:
         self._log(record)
         self.epoch_records.append(record)
         title = f"{self.cfg.model} N={self.cfg.num_generators()}"
-        if self.cfg.model == "psgan" and self.cfg.loss != "ps":
-            title += f", {self.cfg.loss} loss"
+        if self.cfg.model == "psgan" and (label := self.cfg.loss_label()) != "ps":
+            title += f", {label} loss"
         last = epoch + 1 == self.cfg.epochs
         if self.is_main:
             save_loss_plot(self.run_dir / "losses.png", self.epoch_records, title)

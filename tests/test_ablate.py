@@ -2,6 +2,7 @@
 parents, the collapse verdict, and the whole pipeline in smoke mode."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,13 @@ def test_the_mode_seeking_variants_name_the_spec_they_train_and_the_default():
     spec = get_spec(RECOMMENDED_LOSS)
     assert knobs["mode_seek"] == spec.mode_seek and knobs["reg_every"] == spec.reg_every
     assert knobs["stages"] == spec.stage_split and knobs["betas"] == spec.betas
+    # ... so its figures are titled with that spec's name, not the parent's --loss
+    cfg = ablate.train_config("recommended-split118-every8-ms0.3", generators=2, seed=0, epochs=10, batches=2,
+                              run_dir=Path("unused"))
+    assert cfg.loss != RECOMMENDED_LOSS and cfg.loss_label() == RECOMMENDED_LOSS
+    cfg = ablate.train_config("recommended-split118-every8-ms1", generators=2, seed=0, epochs=10, batches=2,
+                              run_dir=Path("unused"))
+    assert cfg.loss_label() == f"{cfg.loss} with d_skips=False, reg_every=8, mode_seek=1.0, betas=(0.0, 0.99)"
 
 
 @pytest.mark.parametrize("hist,collapsed", [

@@ -59,6 +59,29 @@ def test_the_stage_split_is_the_losss_own_else_the_default():
     assert "10/10/80% for " + config.RECOMMENDED_LOSS in " ".join(build_parser().format_help().split())
 
 
+def test_the_loss_label_names_what_the_config_trains():
+    """Figure titles name the update rule by `loss_label()`: the --loss when
+    no knob changes it, the registered spec whose knobs a config's overrides
+    reproduce (the stage split settling a tie), else the --loss and the
+    knobs that differ."""
+    rec = config.RECOMMENDED_LOSS
+    assert TrainConfig().loss_label() == rec
+    assert TrainConfig(loss="ps").loss_label() == "ps"
+    assert TrainConfig(mode_seek=registry.get_spec(rec).mode_seek).loss_label() == rec  # set, but unchanged
+    assert TrainConfig(mode_seek=0.1).loss_label() == "rps-r1r2-gskips-s118-r8-ms"
+    assert TrainConfig(r1=0.5).loss_label() == f"{rec} with r1=0.5"
+    assert TrainConfig(loss="rps", g_gate=True).loss_label() == "ps-soft"  # the gates count as knobs
+    assert TrainConfig(loss="rps", d_gate=0.5, g_gate=True).loss_label() == "rps with d_gate=0.5, g_gate=True"
+    # the default's knobs set one by one on the old default: the default's name
+    old = TrainConfig(loss="rps-r1r2-skips", d_skips=False, betas=(0.0, 0.99), reg_every=8, mode_seek=0.3,
+                      epochs=10, stage_epochs=(1, 1, 8))
+    assert old.loss_label() == rec
+    # two specs differ only in their stage split: the one whose split gives the run's stage epochs
+    gskips = {"loss": "rps-r1r2-skips", "d_skips": False, "betas": (0.0, 0.99), "epochs": 10}
+    assert TrainConfig(**gskips, stage_epochs=(1, 1, 8)).loss_label() == "rps-r1r2-gskips-s118"
+    assert TrainConfig(**gskips, stage_epochs=(2, 3, 5)).loss_label() == "rps-r1r2-gskips"
+
+
 def test_the_parser_is_built_from_the_fields():
     actions = {a.dest: a for a in build_parser()._actions if a.dest != "help"}
     assert list(actions) == [f.name for f in cli_fields()]

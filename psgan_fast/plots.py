@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,14 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 2) -> np.ndarray:
     return arr[:, :, 0] if c == 1 else arr
 
 
+def fitted_title(title: str, width_in: float, fontsize: float) -> str:
+    """`title` broken into lines (at spaces) that fit a figure `width_in`
+    inches wide at `fontsize` points: long update-rule names must not run
+    off a one-panel grid."""
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)))
+    return textwrap.fill(title, width=chars, break_on_hyphens=False)
+
+
 def save_sample_grids(path: Path, per_generator: Sequence[torch.Tensor], title: str = "") -> None:
     """One panel per generator, side by side, in one PNG."""
     n = len(per_generator)
@@ -36,7 +45,7 @@ def save_sample_grids(path: Path, per_generator: Sequence[torch.Tensor], title: 
         ax.set_title(f"G{k + 1}" if n > 1 else "G", fontsize=10)
         ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(fitted_title(title, fig.get_figwidth(), 10), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -65,7 +74,7 @@ def save_loss_plot(path: Path, epochs: Sequence[dict], title: str = "") -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("average loss")
     if title:
-        ax.set_title(title)
+        ax.set_title(fitted_title(title, fig.get_figwidth() * 0.85, 12), fontsize=12)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -228,9 +228,7 @@ class TrainConfig:
         exactly these knobs (the one whose stage shares give these stage
         epochs, if several); else `loss` and the knobs that differ from it."""
         def fields(spec: registry.LossSpec) -> dict[str, Any]:
-            if spec.d_skips is None:
-                spec = dataclasses.replace(spec, d_skips=spec.skips)
-            d = dataclasses.asdict(spec)
+            d = dataclasses.asdict(spec.settled())
             for k in ("summary", "stage_split"):
                 d.pop(k)
             d["betas"] = None if d["betas"] is None else tuple(d["betas"])
@@ -247,7 +245,7 @@ class TrainConfig:
         same = [name for name, other in registry.LOSSES.items() if fields(other) == mine]
         stages = self.resolved_stage_epochs()
         for name in same:
-            split = registry.LOSSES[name].stage_split or STAGE_SPLIT
+            split = stage_split(self.model, name)
             if len(split) == len(stages) and default_stage_epochs(self.epochs, len(stages), split) == stages:
                 return name
         if same:

@@ -78,8 +78,11 @@ class LossSpec:
         `d_skips` settled (as `skips` unless set). The gates stay the spec's:
         `loss_fn(cfg.d_gate, cfg.g_gate)` binds them and checks they apply."""
         over = {k: getattr(cfg, k) for k in CONFIG_KNOBS if getattr(cfg, k) is not None}
-        spec = dataclasses.replace(self, **over)
-        return spec if spec.d_skips is not None else dataclasses.replace(spec, d_skips=spec.skips)
+        return dataclasses.replace(self, **over).settled()
+
+    def settled(self) -> "LossSpec":
+        """This spec with `d_skips` settled: as `skips` unless set."""
+        return self if self.d_skips is not None else dataclasses.replace(self, d_skips=self.skips)
 
 
 # The LossSpec knobs a TrainConfig field of the same name overrides (`LossSpec.resolved`).

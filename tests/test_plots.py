@@ -13,7 +13,7 @@ LONG = "psgan N=1, rps-r1r2-skips with d_skips=False, reg_every=8, mode_seek=1.0
 
 
 def _title_extents(monkeypatch, save, *args):
-    """Draw through `save` and return (figure width px, [title x0, x1]) of the text it titled the figure with."""
+    """Draw through `save`; {"fig_w": figure width in px, "spans": [(x0, x1)] of each title text it drew}."""
     seen = {}
     close = plt.close
 

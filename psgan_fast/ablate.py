@@ -133,6 +133,9 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
         "recommended-split118-every8",
         f"each generator's mode-seeking term (MSGAN), lambda {lam:g}" + _ms_spec_note(lam),
         {"mode_seek": lam}) for lam in (0.1, 0.02, 0.3, 1.0)},
+    "recommended-split118-every8-ms0.3-ink": (
+        "recommended-split118-every8-ms0.3", "the mode-seeking distance divided by the pair's ink "
+        "(--mode-seek-dist l1-ink): thin strokes move apart as thick ones do", {"mode_seek_dist": "l1-ink"}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

@@ -144,6 +144,10 @@ class TrainConfig:
     mode_seek: Optional[float] = _flag(None, "lambda of each generator's mode-seeking term (MSGAN): it also "
                                        "minimises 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|) over pairs of its "
                                        "batch (default: the loss's; 0: none)")
+    mode_seek_dist: Optional[str] = _flag(None, "the mode-seeking term's image distance: l1 (MSGAN's mean|G(z1) - "
+                                          "G(z2)|) or l1-ink (that divided by the pair's mean ink, so that "
+                                          "thin strokes move apart as thick ones do; default: the loss's)",
+                                          choices=registry.MODE_SEEK_DISTS)
     update: Optional[str] = _flag(None, "simultaneous (the paper's) or alternating D/G steps (default: the loss's)",
                                   choices=UPDATES)
     d_arch: Optional[str] = _flag(None, "PS-GAN's discriminator (default: the loss's)", choices=D_ARCHS)

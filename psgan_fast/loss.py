@@ -78,7 +78,7 @@ import torch.nn.functional as F
 
 # The registry of update rules lives in the torch-free psgan_fast.registry
 # (each spec names its function here); re-exported for the loss's users.
-from psgan_fast.registry import LOSSES, LossSpec, get_spec  # noqa: F401
+from psgan_fast.registry import LOSSES, MODE_SEEK_DISTS, LossSpec, get_spec  # noqa: F401
 # D's routed single backward (psgan_fast.routed), re-exported: the recipe's
 # way to run what LossOutput.backward's two passes compute.
 from psgan_fast.routed import GradRoute, routed_backward  # noqa: F401
@@ -212,20 +212,33 @@ def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
 MODE_SEEK_EPS = 1e-5  # MSGAN's: keeps the term finite for a generator that ignores its noise
 
 
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, dist: str = MODE_SEEK_DISTS[0]) -> torch.Tensor:
     """The mode-seeking term of MSGAN (Mao et al., CVPR 2019, eq. 3) for one
-    generator's batch: ``1 / (mean|G(z1) - G(z2)| / mean|z1 - z2| + eps)``,
+    generator's batch: ``1 / (d(G(z1), G(z2)) / mean|z1 - z2| + eps)``,
     the pairs being rows i and i + B/2 of `fake` [B, ...] and of its noise
     `z` [B, ...] (B even; an odd last row is left out). Minimising it moves
     a generator's images apart as far as their noise inputs are apart, so a
     generator that draws one digit for every z pays for it however well that
     digit fools D; it is a function of the generator's outputs alone (no D,
-    no other generator). Computed in fp32."""
+    no other generator). Computed in fp32.
+
+    `dist` (registry.MODE_SEEK_DISTS): "l1" is MSGAN's d = mean|G(z1) -
+    G(z2)|. That distance is bounded by the pair's ink (two images with
+    disjoint strokes are as far apart as they have ink), so it rewards
+    ink-heavy digits and draws fewer thin ones. "l1-ink" divides it by the
+    pair's ink, mean(G(z1) + G(z2) + 2) for images in [-1, 1] (ink (x + 1) /
+    2): d is then 1 for disjoint strokes and 0 for equal images whatever
+    their ink, a Dice-like distance over the batch."""
+    if dist not in MODE_SEEK_DISTS:
+        raise ValueError(f"the mode-seeking distance must be one of {', '.join(MODE_SEEK_DISTS)}, got {dist!r}")
     h = fake.shape[0] // 2
     if h < 1 or z.shape[0] != fake.shape[0]:
         raise ValueError(f"the mode-seeking term needs a batch of 2 or more images and one noise row per "
                          f"image, got {fake.shape[0]} images and {z.shape[0]} noise rows")
-    d_img = (fake[:h] - fake[h:2 * h]).float().abs().mean()
+    a, b = fake[:h].float(), fake[h:2 * h].float()
+    d_img = (a - b).abs().mean()
+    if dist == "l1-ink":
+        d_img = d_img / ((a + b).mean() + 2.0 + MODE_SEEK_EPS)
     d_z = (z[:h] - z[h:2 * h]).float().abs().mean()
     return 1.0 / (d_img / d_z + MODE_SEEK_EPS)
 

@@ -24,6 +24,9 @@ from typing import Any, Optional
 
 UPDATES = ("simultaneous", "alternating")  # D and G from one forward of D | D steps, then G against the new D
 D_ARCHS = ("paper", "deep")  # PS-GAN's discriminator (psgan_fast.stages.Discriminator)
+# The image distance of the mode-seeking term (psgan_fast.loss.mode_seeking_loss):
+# MSGAN's mean L1 | that divided by the pair's mean ink (thin strokes count as much as thick ones)
+MODE_SEEK_DISTS = ("l1", "l1-ink")
 PARALLEL_MODES = ("auto", "fused", "streams", "sequential")  # how N generators run (psgan_fast.parallel)
 
 LOSS_MODULE = "psgan_fast.loss"
@@ -47,6 +50,7 @@ class LossSpec:
     reg_every: int = 4     # lazy R1/R2: every K steps, weighted by K
     reg_batch: Optional[int] = None  # R1 on this many real images, R2 on this many fakes (None: all)
     mode_seek: float = 0.0  # lambda of each generator's mode-seeking term (loss.mode_seeking_loss; 0: none)
+    mode_seek_dist: str = MODE_SEEK_DISTS[0]  # its image distance (MODE_SEEK_DISTS)
     betas: Optional[tuple[float, float]] = None  # Adam's betas for every network (None: the model's, models.RECIPES)
     # Share of the epochs each stage (7 / 14 / 28 px) gets when --stage-epochs
     # is unset (None: config.STAGE_SPLIT); TrainConfig.resolved_stage_epochs.
@@ -86,7 +90,8 @@ class LossSpec:
 
 
 # The LossSpec knobs a TrainConfig field of the same name overrides (`LossSpec.resolved`).
-CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "mode_seek", "update", "d_arch", "skips", "d_skips", "betas")
+CONFIG_KNOBS = ("r1", "r2", "reg_every", "reg_batch", "mode_seek", "mode_seek_dist", "update", "d_arch", "skips",
+                "d_skips", "betas")
 
 
 # "rps-r1r2-gskips" (below), which the recommended spec extends.

@@ -503,6 +503,57 @@ def test_mode_seeking_term_rewards_spread_and_has_msgans_form():
         mode_seeking_loss(spread[:1], z[:1])
 
 
+def test_the_ink_normalised_distance_scores_thin_and_thick_strokes_alike():
+    """--mode-seek-dist l1-ink: MSGAN's L1 distance grows with the pair's ink
+    (two disjoint thin strokes are nearer than two disjoint thick ones, so
+    the term prefers thick digits); divided by the ink, both pairs are at
+    distance 1 and pay the same, and equal images still pay 1 / eps."""
+    from psgan_fast.loss import MODE_SEEK_EPS, mode_seeking_loss
+
+    def strokes(width):  # image 0: a vertical stroke on the left; image 1: one on the right
+        x = -torch.ones(2, 1, 8, 8)
+        x[0, 0, :, 1:1 + width] = 1.0
+        x[1, 0, :, 7 - width:7] = 1.0
+        return x
+
+    z = torch.tensor([[0.0], [1.0]])  # |z1 - z2| = 1
+    thin, thick = strokes(1), strokes(3)
+    assert mode_seeking_loss(thin, z, "l1") > 2 * mode_seeking_loss(thick, z, "l1")
+    assert mode_seeking_loss(thin, z, "l1-ink").item() == pytest.approx(1.0, rel=1e-4)
+    assert mode_seeking_loss(thick, z, "l1-ink").item() == pytest.approx(1.0, rel=1e-4)
+    assert mode_seeking_loss(torch.cat([thin[:1], thin[:1]]), z, "l1-ink").item() == pytest.approx(1 / MODE_SEEK_EPS)
+    # half-overlapping thick strokes: d = |differing ink| / |total ink| = 2 / 6 (columns)
+    half = strokes(3)
+    half[1] = -1.0
+    half[1, 0, :, 2:5] = 1.0
+    assert mode_seeking_loss(half, z, "l1-ink").item() == pytest.approx(3.0, rel=1e-4)
+    # its gradient moves the strokes apart without rewarding more ink: on the shared column it removes ink
+    x = half.clone().requires_grad_(True)
+    mode_seeking_loss(x, z, "l1-ink").backward()
+    assert (x.grad[0, 0, :, 2:4] > 0).all()  # shared columns: a descent step lowers the ink there
+    with pytest.raises(ValueError, match="l1, l1-ink"):
+        mode_seeking_loss(thin, z, "l2")
+
+
+def test_mode_seek_dist_reaches_the_term_and_the_flag_overrides_the_spec():
+    from psgan_fast.loss import mode_seeking_loss
+
+    assert make(loss=config.RECOMMENDED_LOSS).mode_seek_dist == get_spec(config.RECOMMENDED_LOSS).mode_seek_dist
+    r = make(loss="rps", mode_seek=0.5, mode_seek_dist="l1-ink")
+    gens = [copy.deepcopy(g) for g in r._gens]
+    torch.manual_seed(5)
+    real = real_batch(b=8)
+    out = r.step(real)
+    torch.manual_seed(5)
+    real_batch(b=8)
+    z = r.noise(8, r._latent, device=CPU)
+    with torch.no_grad():
+        fakes = [g(z) for g in gens]
+    ink = torch.stack([mode_seeking_loss(f, z, "l1-ink") for f in fakes]).mean()
+    l1 = torch.stack([mode_seeking_loss(f, z, "l1") for f in fakes]).mean()
+    assert torch.allclose(out.extras["mode_seek"], ink) and not torch.allclose(ink, l1)
+
+
 @pytest.mark.parametrize("update,backward", [("simultaneous", "routed"), ("simultaneous", "two-pass"),
                                              ("alternating", "routed")])
 def test_mode_seek_reaches_the_generators_only(update, backward):

@@ -177,6 +177,7 @@ class PSGANRecipe(Recipe):
         self.reg_every = int(knobs.reg_every)
         self.reg_batch = None if knobs.reg_batch is None else int(knobs.reg_batch)
         self.mode_seek = float(knobs.mode_seek)
+        self.mode_seek_dist = knobs.mode_seek_dist
         # Adam's betas: the config's, else the spec's, else the model's (net_settings)
         self.betas = s.betas if knobs.betas is None else tuple(float(b) for b in knobs.betas)
         self.update = knobs.update
@@ -315,7 +316,7 @@ class PSGANRecipe(Recipe):
         or None when lambda is 0 (the step is then exactly as without it)."""
         if self.mode_seek <= 0:
             return None
-        ms = torch.stack([mode_seeking_loss(f, z) for f in fakes]).mean()
+        ms = torch.stack([mode_seeking_loss(f, z, self.mode_seek_dist) for f in fakes]).mean()
         extras["mode_seek"] = ms.detach()
         return self.mode_seek * ms
 

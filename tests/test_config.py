@@ -71,6 +71,7 @@ def test_the_loss_label_names_what_the_config_trains():
     assert TrainConfig(mode_seek=0.1).loss_label() == "rps-r1r2-gskips-s118-r8-ms"
     assert TrainConfig(r1=0.5).loss_label() == f"{rec} with r1=0.5"
     assert TrainConfig(mode_seek_dist="l1-ink").loss_label() == f"{rec} with mode_seek_dist=l1-ink"
+    assert TrainConfig(loss="rps", mode_seek_dist="l1-ink").loss_label() == "rps with mode_seek_dist=l1-ink"
     assert TrainConfig(loss="rps", g_gate=True).loss_label() == "ps-soft"  # the gates count as knobs
     assert TrainConfig(loss="rps", d_gate=0.5, g_gate=True).loss_label() == "rps with d_gate=0.5, g_gate=True"
     # the default's knobs set one by one on the old default: the default's name

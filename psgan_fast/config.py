@@ -228,9 +228,10 @@ class TrainConfig:
 
     def loss_label(self) -> str:
         """The update rule this config trains, by name: `loss` when the knobs
-        it sets leave that spec as it is; else the registered spec with
-        exactly these knobs (the one whose stage shares give these stage
-        epochs, if several); else `loss` and the knobs that differ from it."""
+        it sets leave that spec as it is; else the registered spec nearest
+        to these knobs (fewest knobs differ; on a tie `loss`, then the spec
+        whose stage shares give these stage epochs) and the knobs that
+        differ from it."""
         def fields(spec: registry.LossSpec) -> dict[str, Any]:
             d = dataclasses.asdict(spec.settled())
             for k in ("summary", "stage_split"):
@@ -243,18 +244,21 @@ class TrainConfig:
         if trained.gated:
             trained = dataclasses.replace(trained, d_gate=trained.d_gate if self.d_gate is None else self.d_gate,
                                           g_gate=trained.g_gate if self.g_gate is None else self.g_gate)
-        mine, base = fields(trained), fields(spec)
-        if mine == base:
+        mine = fields(trained)
+        diffs = {name: [k for k, v in fields(other).items() if v != mine[k]] for name, other in registry.LOSSES.items()}
+        if not diffs[self.loss]:
             return self.loss
-        same = [name for name, other in registry.LOSSES.items() if fields(other) == mine]
+        fewest = min(len(d) for d in diffs.values())
+        nearest = [name for name, d in diffs.items() if len(d) == fewest]
         stages = self.resolved_stage_epochs()
-        for name in same:
+
+        def splits_match(name: str) -> bool:
             split = stage_split(self.model, name)
-            if len(split) == len(stages) and default_stage_epochs(self.epochs, len(stages), split) == stages:
-                return name
-        if same:
-            return same[0]
-        return self.loss + " with " + ", ".join(f"{k}={v}" for k, v in mine.items() if v != base[k])
+            return len(split) == len(stages) and default_stage_epochs(self.epochs, len(stages), split) == stages
+
+        # ties: the config's own --loss, then the spec whose stage split gives these stage epochs
+        name = min(nearest, key=lambda n: (n != self.loss, not splits_match(n)))
+        return name + "".join(f"{' with ' if i == 0 else ', '}{k}={mine[k]}" for i, k in enumerate(diffs[name]))
 
     def resolved_stage_epochs(self, num_stages: int = 3) -> tuple[int, ...]:
         """Epochs per stage: `stage_epochs` when set, else `epochs` split by

@@ -43,10 +43,14 @@ def test_the_mode_seeking_variants_name_the_spec_they_train_and_the_default():
     assert cfg.loss != RECOMMENDED_LOSS and cfg.loss_label() == RECOMMENDED_LOSS
     cfg = ablate.train_config("recommended-split118-every8-ms1", generators=2, seed=0, epochs=10, batches=2,
                               run_dir=Path("unused"))
-    assert cfg.loss_label() == f"{cfg.loss} with d_skips=False, reg_every=8, mode_seek=1.0, betas=(0.0, 0.99)"
+    # (a knob no spec has: the nearest spec, first in the registry on a tie, and that knob)
+    assert cfg.loss_label() == "rps-r1r2-gskips-s118-r8 with mode_seek=1.0"
     # the ink-normalised distance changes that one knob of the default's variant
     ink = ablate.resolve_variant("recommended-split118-every8-ms0.3-ink")
     assert ink == {**knobs, "mode_seek_dist": "l1-ink"} and spec.mode_seek_dist == "l1"
+    cfg = ablate.train_config("recommended-split118-every8-ms0.3-ink", generators=1, seed=0, epochs=10, batches=2,
+                              run_dir=Path("unused"))
+    assert cfg.loss_label() == f"{RECOMMENDED_LOSS} with mode_seek_dist=l1-ink"
 
 
 @pytest.mark.parametrize("hist,collapsed", [

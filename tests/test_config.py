@@ -62,8 +62,8 @@ def test_the_stage_split_is_the_losss_own_else_the_default():
 def test_the_loss_label_names_what_the_config_trains():
     """Figure titles name the update rule by `loss_label()`: the --loss when
     no knob changes it, the registered spec whose knobs a config's overrides
-    reproduce (the stage split settling a tie), else the --loss and the
-    knobs that differ."""
+    reproduce (the stage split settling a tie), else the nearest registered
+    spec (the --loss on a tie) and the knobs that differ from it."""
     rec = config.RECOMMENDED_LOSS
     assert TrainConfig().loss_label() == rec
     assert TrainConfig(loss="ps").loss_label() == "ps"
@@ -73,11 +73,14 @@ def test_the_loss_label_names_what_the_config_trains():
     assert TrainConfig(mode_seek_dist="l1-ink").loss_label() == f"{rec} with mode_seek_dist=l1-ink"
     assert TrainConfig(loss="rps", mode_seek_dist="l1-ink").loss_label() == "rps with mode_seek_dist=l1-ink"
     assert TrainConfig(loss="rps", g_gate=True).loss_label() == "ps-soft"  # the gates count as knobs
-    assert TrainConfig(loss="rps", d_gate=0.5, g_gate=True).loss_label() == "rps with d_gate=0.5, g_gate=True"
+    assert TrainConfig(loss="rps", d_gate=0.5, g_gate=True).loss_label() == "ps-soft with d_gate=0.5"
+    assert TrainConfig(loss="rps", d_gate=0.5).loss_label() == "rps with d_gate=0.5"  # a tie: the --loss
     # the default's knobs set one by one on the old default: the default's name
     old = TrainConfig(loss="rps-r1r2-skips", d_skips=False, betas=(0.0, 0.99), reg_every=8, mode_seek=0.3,
                       epochs=10, stage_epochs=(1, 1, 8))
     assert old.loss_label() == rec
+    # the same with one more knob: the nearest spec and that knob, not the --loss and six
+    assert dataclasses.replace(old, mode_seek_dist="l1-ink").loss_label() == f"{rec} with mode_seek_dist=l1-ink"
     # two specs differ only in their stage split: the one whose split gives the run's stage epochs
     gskips = {"loss": "rps-r1r2-skips", "d_skips": False, "betas": (0.0, 0.99), "epochs": 10}
     assert TrainConfig(**gskips, stage_epochs=(1, 1, 8)).loss_label() == "rps-r1r2-gskips-s118"

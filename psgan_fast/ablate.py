@@ -61,15 +61,17 @@ TIMELINE_SAMPLES = 1000
 
 
 
-def _ms_spec_note(lam: float) -> str:
+def _ms_spec_note(lam: float, dist: str = "l1") -> str:
     """" (= SPEC)" naming the registered --loss that is rps-r1r2-gskips-s118-r8
-    plus the mode-seeking term at `lam` (", the default" when it is), else ""."""
+    plus the mode-seeking term at `lam` with distance `dist` (", the default"
+    when it is), else ""."""
     from psgan_fast.config import RECOMMENDED_LOSS
     from psgan_fast.registry import LOSSES
 
     base = dataclasses.replace(LOSSES["rps-r1r2-gskips-s118-r8"], summary="")
     for name, spec in LOSSES.items():
-        if spec.mode_seek == lam and dataclasses.replace(spec, mode_seek=0.0, summary="") == base:
+        if (spec.mode_seek, spec.mode_seek_dist) == (lam, dist) and dataclasses.replace(
+                spec, mode_seek=0.0, mode_seek_dist="l1", summary="") == base:
             return f" (= {name}{', the default' if name == RECOMMENDED_LOSS else ''})"
     return ""
 
@@ -136,6 +138,10 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
     "recommended-split118-every8-ms0.3-ink": (
         "recommended-split118-every8-ms0.3", "the mode-seeking distance divided by the pair's ink "
         "(--mode-seek-dist l1-ink): thin strokes move apart as thick ones do", {"mode_seek_dist": "l1-ink"}),
+    "recommended-split118-every8-ms0.3-ink1": (
+        "recommended-split118-every8-ms0.3", "the ink-divided distance with one generator, L1 with more "
+        "(--mode-seek-dist l1-ink-n1)" + _ms_spec_note(0.3, "l1-ink-n1"),
+        {"mode_seek_dist": "l1-ink-n1"}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

@@ -36,7 +36,7 @@ D_ARCHS = registry.D_ARCHS
 PARALLEL = registry.PARALLEL_MODES      # psgan_fast.parallel.MODES
 # What `--model psgan` trains by default: the winner of the ablation in
 # docs/DESIGN.md. `--loss ps` is the paper's Algorithm 2 read literally.
-RECOMMENDED_LOSS = "rps-r1r2-gskips-s118-r8-ms0.3"
+RECOMMENDED_LOSS = "rps-r1r2-gskips-s118-r8-ms0.3-ink1"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -145,8 +145,9 @@ class TrainConfig:
                                        "minimises 1 / (mean|G(z1) - G(z2)| / mean|z1 - z2|) over pairs of its "
                                        "batch (default: the loss's; 0: none)")
     mode_seek_dist: Optional[str] = _flag(None, "the mode-seeking term's image distance: l1 (MSGAN's mean|G(z1) - "
-                                          "G(z2)|) or l1-ink (that divided by the pair's mean ink, so that "
-                                          "thin strokes move apart as thick ones do; default: the loss's)",
+                                          "G(z2)|), l1-ink (that divided by the pair's mean ink, so that "
+                                          "thin strokes move apart as thick ones do) or l1-ink-n1 (l1-ink for "
+                                          "one generator, l1 for more; default: the loss's)",
                                           choices=registry.MODE_SEEK_DISTS)
     update: Optional[str] = _flag(None, "simultaneous (the paper's) or alternating D/G steps (default: the loss's)",
                                   choices=UPDATES)

@@ -12,8 +12,9 @@ skips in G only and takes Adam betas (0, 0.99); "rps-r1r2-gskips-s118"
 is that rule with 10 / 10 / 80% of the epochs at 7 / 14 / 28 px, and
 "rps-r1r2-gskips-s118-r8" that with R1/R2 every 8 steps instead of 4,
 "rps-r1r2-gskips-s118-r8-ms" that plus each generator's mode-seeking
-term (`mode_seeking_loss`) at lambda 0.1, "...-ms0.3" at 0.3; the
-recommended default is
+term (`mode_seeking_loss`) at lambda 0.1, "...-ms0.3" at 0.3, and
+"...-ms0.3-ink1" that with a single generator's distance divided by the
+ink (`--mode-seek-dist l1-ink-n1`); the recommended default is
 `psgan_fast.config.RECOMMENDED_LOSS`
 (docs/DESIGN.md §3 has the ablation behind each).
 
@@ -78,7 +79,7 @@ import torch.nn.functional as F
 
 # The registry of update rules lives in the torch-free psgan_fast.registry
 # (each spec names its function here); re-exported for the loss's users.
-from psgan_fast.registry import LOSSES, MODE_SEEK_DISTS, LossSpec, get_spec  # noqa: F401
+from psgan_fast.registry import LOSSES, MODE_SEEK_DISTS, MODE_SEEK_IMAGE_DISTS, LossSpec, get_spec  # noqa: F401
 # D's routed single backward (psgan_fast.routed), re-exported: the recipe's
 # way to run what LossOutput.backward's two passes compute.
 from psgan_fast.routed import GradRoute, routed_backward  # noqa: F401
@@ -212,7 +213,7 @@ def gradient_penalty(disc, images: torch.Tensor) -> torch.Tensor:
 MODE_SEEK_EPS = 1e-5  # MSGAN's: keeps the term finite for a generator that ignores its noise
 
 
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, dist: str = MODE_SEEK_DISTS[0]) -> torch.Tensor:
+def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, dist: str = MODE_SEEK_IMAGE_DISTS[0]) -> torch.Tensor:
     """The mode-seeking term of MSGAN (Mao et al., CVPR 2019, eq. 3) for one
     generator's batch: ``1 / (d(G(z1), G(z2)) / mean|z1 - z2| + eps)``,
     the pairs being rows i and i + B/2 of `fake` [B, ...] and of its noise
@@ -222,15 +223,17 @@ def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, dist: str = MODE_SEEK
     digit fools D; it is a function of the generator's outputs alone (no D,
     no other generator). Computed in fp32.
 
-    `dist` (registry.MODE_SEEK_DISTS): "l1" is MSGAN's d = mean|G(z1) -
+    `dist` (registry.MODE_SEEK_IMAGE_DISTS): "l1" is MSGAN's d = mean|G(z1) -
     G(z2)|. That distance is bounded by the pair's ink (two images with
     disjoint strokes are as far apart as they have ink), so it rewards
     ink-heavy digits and draws fewer thin ones. "l1-ink" divides it by the
     pair's ink, mean(G(z1) + G(z2) + 2) for images in [-1, 1] (ink (x + 1) /
     2): d is then 1 for disjoint strokes and 0 for equal images whatever
-    their ink, a Dice-like distance over the batch."""
-    if dist not in MODE_SEEK_DISTS:
-        raise ValueError(f"the mode-seeking distance must be one of {', '.join(MODE_SEEK_DISTS)}, got {dist!r}")
+    their ink, a Dice-like distance over the batch. (A model picks one by
+    its number of generators: registry.mode_seek_image_dist.)"""
+    if dist not in MODE_SEEK_IMAGE_DISTS:
+        raise ValueError(f"the mode-seeking image distance must be one of {', '.join(MODE_SEEK_IMAGE_DISTS)}, "
+                         f"got {dist!r}")
     h = fake.shape[0] // 2
     if h < 1 or z.shape[0] != fake.shape[0]:
         raise ValueError(f"the mode-seeking term needs a batch of 2 or more images and one noise row per "

@@ -26,7 +26,11 @@ UPDATES = ("simultaneous", "alternating")  # D and G from one forward of D | D s
 D_ARCHS = ("paper", "deep")  # PS-GAN's discriminator (psgan_fast.stages.Discriminator)
 # The image distance of the mode-seeking term (psgan_fast.loss.mode_seeking_loss):
 # MSGAN's mean L1 | that divided by the pair's mean ink (thin strokes count as much as thick ones)
-MODE_SEEK_DISTS = ("l1", "l1-ink")
+MODE_SEEK_IMAGE_DISTS = ("l1", "l1-ink")
+# ... and the choice of one by the number of generators (mode_seek_image_dist): "l1-ink-n1" is
+# l1-ink for one generator, l1 for two or more (docs/results/2026-12-04-ink-mode-seeking/: with
+# one generator l1-ink keeps the "1"s in the 4-18% band at the same FID, with two it costs FID).
+MODE_SEEK_DISTS = MODE_SEEK_IMAGE_DISTS + ("l1-ink-n1",)
 PARALLEL_MODES = ("auto", "fused", "streams", "sequential")  # how N generators run (psgan_fast.parallel)
 
 LOSS_MODULE = "psgan_fast.loss"
@@ -141,13 +145,31 @@ LOSSES = {
     "rps-r1r2-gskips-s118-r8-ms": dataclasses.replace(
         _S118, reg_every=8, mode_seek=0.1,
         summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.1"),
-    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
-    # ablation that chose it): the spec above with the mode-seeking term at
-    # lambda 0.3 (docs/results/2026-12-03-ms-strength/).
+    # The spec above with the mode-seeking term at lambda 0.3
+    # (docs/results/2026-12-03-ms-strength/): the default from the eighth
+    # reproduction until the ink-divided distance for one generator (below).
     "rps-r1r2-gskips-s118-r8-ms0.3": dataclasses.replace(
         _S118, reg_every=8, mode_seek=0.3,
-        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.3 (recommended)"),
+        summary="rps-r1r2-gskips-s118-r8 + each generator's mode-seeking term, lambda 0.3 (a previous default)"),
+    # The recommended PS-GAN (TrainConfig's default; docs/DESIGN.md §3 has the
+    # ablation that chose it): the spec above, except that a single
+    # generator's mode-seeking distance is divided by the ink (l1-ink-n1).
+    # With two or more generators it trains exactly what the spec above does.
+    "rps-r1r2-gskips-s118-r8-ms0.3-ink1": dataclasses.replace(
+        _S118, reg_every=8, mode_seek=0.3, mode_seek_dist="l1-ink-n1",
+        summary="rps-r1r2-gskips-s118-r8-ms0.3 with the ink-divided mode-seeking distance for one generator "
+        "(recommended)"),
 }
+
+
+def mode_seek_image_dist(dist: str, generators: int) -> str:
+    """The image distance (MODE_SEEK_IMAGE_DISTS) that the mode-seeking
+    distance `dist` (MODE_SEEK_DISTS) names for a model of `generators`."""
+    if dist == "l1-ink-n1":
+        return "l1-ink" if generators == 1 else "l1"
+    if dist not in MODE_SEEK_IMAGE_DISTS:
+        raise ValueError(f"the mode-seeking distance must be one of {', '.join(MODE_SEEK_DISTS)}, got {dist!r}")
+    return dist
 
 
 def get_spec(name: str) -> LossSpec:

@@ -31,16 +31,24 @@ def test_the_mode_seeking_variants_name_the_spec_they_train_and_the_default():
     desc = {lam: ablate.VARIANTS[f"recommended-split118-every8-ms{lam}"][1] for lam in ("0.1", "0.02", "0.3", "1")}
     assert desc["0.1"].endswith("lambda 0.1 (= rps-r1r2-gskips-s118-r8-ms)")
     assert desc["0.02"].endswith("lambda 0.02") and desc["1"].endswith("lambda 1")
-    assert desc["0.3"].endswith(f"lambda 0.3 (= {RECOMMENDED_LOSS}, the default)")
+    assert desc["0.3"].endswith("lambda 0.3 (= rps-r1r2-gskips-s118-r8-ms0.3)")
     # ... and the variant trains what that spec does (resolved knobs against the spec's)
     knobs = ablate.resolve_variant("recommended-split118-every8-ms0.3")
-    spec = get_spec(RECOMMENDED_LOSS)
+    spec = get_spec("rps-r1r2-gskips-s118-r8-ms0.3")
     assert knobs["mode_seek"] == spec.mode_seek and knobs["reg_every"] == spec.reg_every
     assert knobs["stages"] == spec.stage_split and knobs["betas"] == spec.betas
     # ... so its figures are titled with that spec's name, not the parent's --loss
     cfg = ablate.train_config("recommended-split118-every8-ms0.3", generators=2, seed=0, epochs=10, batches=2,
                               run_dir=Path("unused"))
-    assert cfg.loss != RECOMMENDED_LOSS and cfg.loss_label() == RECOMMENDED_LOSS
+    assert cfg.loss != "rps-r1r2-gskips-s118-r8-ms0.3" and cfg.loss_label() == "rps-r1r2-gskips-s118-r8-ms0.3"
+    # the default is that variant with the ink-divided distance for one generator, named as such
+    ink1 = ablate.resolve_variant("recommended-split118-every8-ms0.3-ink1")
+    assert ink1 == {**knobs, "mode_seek_dist": "l1-ink-n1"} == {**knobs, "mode_seek_dist": get_spec(
+        RECOMMENDED_LOSS).mode_seek_dist}
+    assert ablate.VARIANTS["recommended-split118-every8-ms0.3-ink1"][1].endswith(f"(= {RECOMMENDED_LOSS}, the default)")
+    cfg = ablate.train_config("recommended-split118-every8-ms0.3-ink1", generators=1, seed=0, epochs=10, batches=2,
+                              run_dir=Path("unused"))
+    assert cfg.loss_label() == RECOMMENDED_LOSS
     cfg = ablate.train_config("recommended-split118-every8-ms1", generators=2, seed=0, epochs=10, batches=2,
                               run_dir=Path("unused"))
     # (a knob no spec has: the nearest spec, first in the registry on a tie, and that knob)
@@ -50,7 +58,7 @@ def test_the_mode_seeking_variants_name_the_spec_they_train_and_the_default():
     assert ink == {**knobs, "mode_seek_dist": "l1-ink"} and spec.mode_seek_dist == "l1"
     cfg = ablate.train_config("recommended-split118-every8-ms0.3-ink", generators=1, seed=0, epochs=10, batches=2,
                               run_dir=Path("unused"))
-    assert cfg.loss_label() == f"{RECOMMENDED_LOSS} with mode_seek_dist=l1-ink"
+    assert cfg.loss_label() == "rps-r1r2-gskips-s118-r8-ms0.3 with mode_seek_dist=l1-ink"
 
 
 @pytest.mark.parametrize("hist,collapsed", [

@@ -30,17 +30,18 @@ def test_cost_benchmark_selects_rows_against_the_papers_step(capsys):
     from psgan_fast.bench import cost
     from psgan_fast.config import RECOMMENDED_LOSS
 
-    picked = cost.select(cost.CONFIGS, "MODE-seeking")  # case-insensitive
+    picked = cost.select(cost.CONFIGS, "DISTANCE l1-ink")  # case-insensitive
     assert [label for label, _ in picked] == [cost.CONFIGS[0][0], cost.DEFAULT_LABEL]
     assert picked[1][1] == {"loss": RECOMMENDED_LOSS} and picked[0][1] == {"loss": "ps"}
     assert cost.select(cost.CONFIGS, None) == cost.CONFIGS
     both = [label for label, _ in cost.select(cost.CONFIGS, "mode-seeking, gskips-s118-r8 (")]
     assert both == [cost.CONFIGS[0][0], "rps-r1r2-gskips-s118-r8 (R1/R2 every 8 steps; a previous default)",
-                    cost.DEFAULT_LABEL]
-    assert cost.DEFAULT_LABEL == ("rps-r1r2-gskips-s118-r8-ms0.3 (the default: R1/R2 every 8 steps + "
-                                  "mode-seeking term (lambda 0.3))")
+                    "rps-r1r2-gskips-s118-r8-ms0.3 (R1/R2 every 8 steps + mode-seeking term (lambda 0.3); "
+                    "a previous default)", cost.DEFAULT_LABEL]
+    assert cost.DEFAULT_LABEL == ("rps-r1r2-gskips-s118-r8-ms0.3-ink1 (the default: R1/R2 every 8 steps + "
+                                  "mode-seeking term (lambda 0.3, distance l1-ink-n1))")
     with pytest.raises(ValueError, match="no configuration matches 'nope'"):
         cost.select(cost.CONFIGS, "nope")
-    assert cost.main(["--generators", "1", "--steps", "1", "--match", "mode-seeking"]) == 0
+    assert cost.main(["--generators", "1", "--steps", "1", "--match", "distance l1-ink"]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1 |")]
-    assert len(table) == 2 and table[0].endswith("| 1.00x |") and "mode-seeking" in table[1]
+    assert len(table) == 2 and table[0].endswith("| 1.00x |") and "l1-ink-n1" in table[1]

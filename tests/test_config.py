@@ -35,10 +35,13 @@ def test_choice_lists_come_from_the_registries():
     for spec in registry.LOSSES.values():  # each spec names a loss function of psgan_fast.loss
         assert spec.function() is getattr(loss, spec.fn) and callable(spec.function())
         assert spec.update in registry.UPDATES and spec.d_arch in registry.D_ARCHS
+        assert spec.mode_seek_dist in registry.MODE_SEEK_DISTS
     assert [name for name, s in registry.LOSSES.items() if s.gated] == ["ps-soft", "rps", "rps-r1r2-skips", "rps-r1r2-gskips",
                                                                               "rps-r1r2-gskips-s118", "rps-r1r2-gskips-s118-r8",
                                                                               "rps-r1r2-gskips-s118-r8-ms",
-                                                                              "rps-r1r2-gskips-s118-r8-ms0.3"]
+                                                                              "rps-r1r2-gskips-s118-r8-ms0.3",
+                                                                              "rps-r1r2-gskips-s118-r8-ms0.3-ink1"]
+    assert config.TrainConfig.__dataclass_fields__["mode_seek_dist"].metadata["choices"] is registry.MODE_SEEK_DISTS
     for spec in registry.LOSSES.values():  # a spec's own stage split has a share for every stage
         assert spec.stage_split is None or (len(spec.stage_split) == 3 and sum(spec.stage_split) == 1.0)
 
@@ -68,7 +71,9 @@ def test_the_loss_label_names_what_the_config_trains():
     assert TrainConfig().loss_label() == rec
     assert TrainConfig(loss="ps").loss_label() == "ps"
     assert TrainConfig(mode_seek=registry.get_spec(rec).mode_seek).loss_label() == rec  # set, but unchanged
-    assert TrainConfig(mode_seek=0.1).loss_label() == "rps-r1r2-gskips-s118-r8-ms"
+    ms03 = "rps-r1r2-gskips-s118-r8-ms0.3"
+    assert TrainConfig(loss=ms03, mode_seek=0.1).loss_label() == "rps-r1r2-gskips-s118-r8-ms"
+    assert TrainConfig(mode_seek=0.1).loss_label() == f"{rec} with mode_seek=0.1"  # one knob from ms too: a tie
     assert TrainConfig(r1=0.5).loss_label() == f"{rec} with r1=0.5"
     assert TrainConfig(mode_seek_dist="l1-ink").loss_label() == f"{rec} with mode_seek_dist=l1-ink"
     assert TrainConfig(loss="rps", mode_seek_dist="l1-ink").loss_label() == "rps with mode_seek_dist=l1-ink"
@@ -77,10 +82,12 @@ def test_the_loss_label_names_what_the_config_trains():
     assert TrainConfig(loss="rps", d_gate=0.5).loss_label() == "rps with d_gate=0.5"  # a tie: the --loss
     # the default's knobs set one by one on the old default: the default's name
     old = TrainConfig(loss="rps-r1r2-skips", d_skips=False, betas=(0.0, 0.99), reg_every=8, mode_seek=0.3,
-                      epochs=10, stage_epochs=(1, 1, 8))
+                      mode_seek_dist="l1-ink-n1", epochs=10, stage_epochs=(1, 1, 8))
     assert old.loss_label() == rec
-    # the same with one more knob: the nearest spec and that knob, not the --loss and six
-    assert dataclasses.replace(old, mode_seek_dist="l1-ink").loss_label() == f"{rec} with mode_seek_dist=l1-ink"
+    assert dataclasses.replace(old, mode_seek_dist="l1").loss_label() == "rps-r1r2-gskips-s118-r8-ms0.3"
+    # one knob more than any spec: the nearest spec (first in the registry on a tie) and that knob, not the
+    # --loss and seven
+    assert dataclasses.replace(old, mode_seek_dist="l1-ink").loss_label() == f"{ms03} with mode_seek_dist=l1-ink"
     # two specs differ only in their stage split: the one whose split gives the run's stage epochs
     gskips = {"loss": "rps-r1r2-skips", "d_skips": False, "betas": (0.0, 0.99), "epochs": 10}
     assert TrainConfig(**gskips, stage_epochs=(1, 1, 8)).loss_label() == "rps-r1r2-gskips-s118"

@@ -538,7 +538,11 @@ def test_the_ink_normalised_distance_scores_thin_and_thick_strokes_alike():
 def test_mode_seek_dist_reaches_the_term_and_the_flag_overrides_the_spec():
     from psgan_fast.loss import mode_seeking_loss
 
-    assert make(loss=config.RECOMMENDED_LOSS).mode_seek_dist == get_spec(config.RECOMMENDED_LOSS).mode_seek_dist
+    assert make(loss="rps-r1r2-gskips-s118-r8-ms0.3").mode_seek_dist == "l1"  # the spec's, for any N
+    assert make(n=3, loss="rps", mode_seek_dist="l1-ink").mode_seek_dist == "l1-ink"
+    assert make(n=3, loss="rps", mode_seek_dist="l1-ink-n1").mode_seek_dist == "l1"  # settled by N
+    with pytest.raises(ValueError, match="l1, l1-ink, l1-ink-n1"):
+        make(loss="rps", mode_seek_dist="l2")
     r = make(loss="rps", mode_seek=0.5, mode_seek_dist="l1-ink")
     gens = [copy.deepcopy(g) for g in r._gens]
     torch.manual_seed(5)
@@ -591,16 +595,45 @@ def test_mode_seek_reaches_the_generators_only(update, backward):
             assert torch.allclose(p1.grad, p0.grad + pt.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_the_default_is_the_r8_rule_plus_the_mode_seeking_term_at_0_3():
+def test_the_default_is_the_r8_rule_plus_the_mode_seeking_term_at_0_3_ink_divided_for_one_generator():
     rec, ms01 = get_spec(config.RECOMMENDED_LOSS), get_spec("rps-r1r2-gskips-s118-r8-ms")
-    r8 = get_spec("rps-r1r2-gskips-s118-r8")
-    assert config.RECOMMENDED_LOSS == "rps-r1r2-gskips-s118-r8-ms0.3" and TrainConfig().loss == config.RECOMMENDED_LOSS
-    assert r8.mode_seek == 0 and ms01.mode_seek == 0.1 and rec.mode_seek == 0.3
-    for spec in (rec, ms01):  # the mode-seeking term is all that sets them apart from the r8 rule
-        assert dataclasses.replace(spec, mode_seek=0.0, summary="") == dataclasses.replace(r8, summary="")
+    r8, ms03 = get_spec("rps-r1r2-gskips-s118-r8"), get_spec("rps-r1r2-gskips-s118-r8-ms0.3")
+    assert config.RECOMMENDED_LOSS == "rps-r1r2-gskips-s118-r8-ms0.3-ink1" and TrainConfig().loss == config.RECOMMENDED_LOSS
+    assert r8.mode_seek == 0 and ms01.mode_seek == 0.1 and ms03.mode_seek == rec.mode_seek == 0.3
+    for spec in (rec, ms01, ms03):  # the mode-seeking term is all that sets them apart from the r8 rule
+        assert dataclasses.replace(spec, mode_seek=0.0, mode_seek_dist="l1", summary="") == dataclasses.replace(
+            r8, summary="")
+    assert (ms03.mode_seek_dist, rec.mode_seek_dist) == ("l1", "l1-ink-n1")
     assert make(loss=config.RECOMMENDED_LOSS).mode_seek == 0.3
-    assert make(loss="rps-r1r2-gskips-s118-r8-ms").mode_seek == 0.1  # the previous default resumes as it was
+    assert make(loss="rps-r1r2-gskips-s118-r8-ms").mode_seek == 0.1  # a previous default resumes as it was
     assert make(loss=config.RECOMMENDED_LOSS, mode_seek=0.0).mode_seek == 0.0  # the flag overrides the spec
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_default_trains_the_previous_one_with_two_or_more_generators(n):
+    """l1-ink-n1 settles by N: l1-ink for one generator, MSGAN's l1 for more, so
+    with N >= 2 the default's steps are the previous default's (ms0.3) bit
+    for bit, and with N = 1 they are ms0.3's with --mode-seek-dist l1-ink."""
+    twin = {"loss": "rps-r1r2-gskips-s118-r8-ms0.3", **({"mode_seek_dist": "l1-ink"} if n == 1 else {})}
+    a, b = make(n=n, loss=config.RECOMMENDED_LOSS), make(n=n, **twin)
+    assert a.mode_seek_dist == ("l1-ink" if n == 1 else "l1") == b.mode_seek_dist
+    for step in range(2):
+        torch.manual_seed(7 + step)
+        oa = a.step(real_batch(b=8, seed=step))
+        torch.manual_seed(7 + step)
+        ob = b.step(real_batch(b=8, seed=step))
+        assert torch.equal(oa.extras["mode_seek"], ob.extras["mode_seek"])
+        assert torch.equal(oa.d_loss, ob.d_loss) and torch.equal(oa.g_loss, ob.g_loss)
+    for (name, net_a), net_b in zip(a.modules().items(), b.modules().values()):
+        assert all(torch.equal(pa, pb) for pa, pb in zip(net_a.parameters(), net_b.parameters())), name
+    # ... and not the L1 model with one generator: the distance changes the step
+    if n == 1:
+        c = make(n=1, loss="rps-r1r2-gskips-s118-r8-ms0.3")
+        torch.manual_seed(7)
+        oc = c.step(real_batch(b=8, seed=0))
+        torch.manual_seed(7)
+        oa = make(n=1, loss=config.RECOMMENDED_LOSS).step(real_batch(b=8, seed=0))
+        assert not torch.equal(oa.extras["mode_seek"], oc.extras["mode_seek"])
 
 
 def test_mode_seek_zero_is_the_step_without_it_and_negative_is_refused():

@@ -45,15 +45,18 @@ def _every(loss: str) -> str:
 
 
 def _mode_seek(loss: str) -> str:
-    """" + mode-seeking term (lambda L)" where the spec has one, else ""."""
-    lam = get_spec(loss).mode_seek
-    return f" + mode-seeking term (lambda {lam:g})" if lam else ""
+    """" + mode-seeking term (lambda L)" where the spec has one (and its
+    distance unless MSGAN's l1), else ""."""
+    spec = get_spec(loss)
+    dist = "" if spec.mode_seek_dist == "l1" else f", distance {spec.mode_seek_dist}"
+    return f" + mode-seeking term (lambda {spec.mode_seek:g}{dist})" if spec.mode_seek else ""
 
 
 # (label, TrainConfig overrides): the paper's rule first (the baseline).
 _PREV = "rps-r1r2-skips"  # the default until 2026-12-02: skip networks in G and D
 _S118 = "rps-r1r2-gskips-s118"  # the default until R1/R2 went to every 8 steps
 _R8 = "rps-r1r2-gskips-s118-r8"  # a default until the mode-seeking term joined it
+_MS03 = "rps-r1r2-gskips-s118-r8-ms0.3"  # the default until one generator's distance became ink-divided
 _REC = {"loss": RECOMMENDED_LOSS}
 # The row the cost target is about.
 DEFAULT_LABEL = f"{RECOMMENDED_LOSS} (the default: {_every(RECOMMENDED_LOSS)}{_mode_seek(RECOMMENDED_LOSS)})"
@@ -68,6 +71,7 @@ CONFIGS = (
     ("... R1/R2 gradient by autograd", {"loss": _PREV, "options": ModelOptions(penalty_grad="autograd")}),
     (f"{_S118} (skips in G only, {_every(_S118)}; a previous default)", {"loss": _S118}),
     (f"{_R8} ({_every(_R8)}; a previous default)", {"loss": _R8}),
+    (f"{_MS03} ({_every(_MS03)}{_mode_seek(_MS03)}; a previous default)", {"loss": _MS03}),
     (DEFAULT_LABEL, _REC),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-beta0-lean8x64,
     # -beta0-lean8 and, with the old betas, -lean16; Adam's betas do not change the cost).

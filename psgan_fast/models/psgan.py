@@ -81,7 +81,7 @@ from psgan_fast.loss import LossOutput, get_spec, gradient_sq_norms, mode_seekin
 from psgan_fast.models import net_settings
 from psgan_fast.parallel import ParallelGenerators
 from psgan_fast.recipe import GeneratorSet, Recipe, StepOutput, frozen, place
-from psgan_fast.registry import UPDATES
+from psgan_fast.registry import UPDATES, mode_seek_image_dist
 from psgan_fast.routed import GradRoute, routed_backward
 from psgan_fast.stages import Discriminator, Generator, StageSchedule, stage_resolutions
 
@@ -177,7 +177,7 @@ class PSGANRecipe(Recipe):
         self.reg_every = int(knobs.reg_every)
         self.reg_batch = None if knobs.reg_batch is None else int(knobs.reg_batch)
         self.mode_seek = float(knobs.mode_seek)
-        self.mode_seek_dist = knobs.mode_seek_dist
+        self.mode_seek_dist = mode_seek_image_dist(knobs.mode_seek_dist, self.n)  # l1-ink-n1 settled by N
         # Adam's betas: the config's, else the spec's, else the model's (net_settings)
         self.betas = s.betas if knobs.betas is None else tuple(float(b) for b in knobs.betas)
         self.update = knobs.update

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from psgan_fast.fsutil import atomic_write_text
+from psgan_fast.registry import MODE_SEEK_IMAGE_DISTS, MODE_SEEK_INK_IF_ONE
 from psgan_fast.runlog import d_picks_real, epochs_in, read_log, top_class_share_per_epoch
 
 RESULT_VERSION = 1
@@ -61,7 +62,7 @@ TIMELINE_SAMPLES = 1000
 
 
 
-def _ms_spec_note(lam: float, dist: str = "l1") -> str:
+def _ms_spec_note(lam: float, dist: str = MODE_SEEK_IMAGE_DISTS[0]) -> str:
     """" (= SPEC)" naming the registered --loss that is rps-r1r2-gskips-s118-r8
     plus the mode-seeking term at `lam` with distance `dist` (", the default"
     when it is), else ""."""
@@ -71,7 +72,7 @@ def _ms_spec_note(lam: float, dist: str = "l1") -> str:
     base = dataclasses.replace(LOSSES["rps-r1r2-gskips-s118-r8"], summary="")
     for name, spec in LOSSES.items():
         if (spec.mode_seek, spec.mode_seek_dist) == (lam, dist) and dataclasses.replace(
-                spec, mode_seek=0.0, mode_seek_dist="l1", summary="") == base:
+                spec, mode_seek=base.mode_seek, mode_seek_dist=base.mode_seek_dist, summary="") == base:
             return f" (= {name}{', the default' if name == RECOMMENDED_LOSS else ''})"
     return ""
 
@@ -140,8 +141,8 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
         "(--mode-seek-dist l1-ink): thin strokes move apart as thick ones do", {"mode_seek_dist": "l1-ink"}),
     "recommended-split118-every8-ms0.3-ink1": (
         "recommended-split118-every8-ms0.3", "the ink-divided distance with one generator, L1 with more "
-        "(--mode-seek-dist l1-ink-n1)" + _ms_spec_note(0.3, "l1-ink-n1"),
-        {"mode_seek_dist": "l1-ink-n1"}),
+        f"(--mode-seek-dist {MODE_SEEK_INK_IF_ONE})" + _ms_spec_note(0.3, MODE_SEEK_INK_IF_ONE),
+        {"mode_seek_dist": MODE_SEEK_INK_IF_ONE}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),

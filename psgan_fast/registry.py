@@ -30,7 +30,8 @@ MODE_SEEK_IMAGE_DISTS = ("l1", "l1-ink")
 # ... and the choice of one by the number of generators (mode_seek_image_dist): "l1-ink-n1" is
 # l1-ink for one generator, l1 for two or more (docs/results/2026-12-04-ink-mode-seeking/: with
 # one generator l1-ink keeps the "1"s in the 4-18% band at the same FID, with two it costs FID).
-MODE_SEEK_DISTS = MODE_SEEK_IMAGE_DISTS + ("l1-ink-n1",)
+MODE_SEEK_INK_IF_ONE = "l1-ink-n1"
+MODE_SEEK_DISTS = MODE_SEEK_IMAGE_DISTS + (MODE_SEEK_INK_IF_ONE,)
 PARALLEL_MODES = ("auto", "fused", "streams", "sequential")  # how N generators run (psgan_fast.parallel)
 
 LOSS_MODULE = "psgan_fast.loss"
@@ -156,7 +157,7 @@ LOSSES = {
     # generator's mode-seeking distance is divided by the ink (l1-ink-n1).
     # With two or more generators it trains exactly what the spec above does.
     "rps-r1r2-gskips-s118-r8-ms0.3-ink1": dataclasses.replace(
-        _S118, reg_every=8, mode_seek=0.3, mode_seek_dist="l1-ink-n1",
+        _S118, reg_every=8, mode_seek=0.3, mode_seek_dist=MODE_SEEK_INK_IF_ONE,
         summary="rps-r1r2-gskips-s118-r8-ms0.3 with the ink-divided mode-seeking distance for one generator "
         "(recommended)"),
 }
@@ -165,8 +166,9 @@ LOSSES = {
 def mode_seek_image_dist(dist: str, generators: int) -> str:
     """The image distance (MODE_SEEK_IMAGE_DISTS) that the mode-seeking
     distance `dist` (MODE_SEEK_DISTS) names for a model of `generators`."""
-    if dist == "l1-ink-n1":
-        return "l1-ink" if generators == 1 else "l1"
+    if dist == MODE_SEEK_INK_IF_ONE:
+        l1, l1_ink = MODE_SEEK_IMAGE_DISTS
+        return l1_ink if generators == 1 else l1
     if dist not in MODE_SEEK_IMAGE_DISTS:
         raise ValueError(f"the mode-seeking distance must be one of {', '.join(MODE_SEEK_DISTS)}, got {dist!r}")
     return dist

@@ -36,7 +36,7 @@ import torch
 
 from psgan_fast.config import RECOMMENDED_LOSS, ModelOptions, TrainConfig
 from psgan_fast.fsutil import atomic_write_text
-from psgan_fast.registry import get_spec
+from psgan_fast.registry import MODE_SEEK_IMAGE_DISTS, get_spec
 
 
 def _every(loss: str) -> str:
@@ -48,7 +48,7 @@ def _mode_seek(loss: str) -> str:
     """" + mode-seeking term (lambda L)" where the spec has one (and its
     distance unless MSGAN's l1), else ""."""
     spec = get_spec(loss)
-    dist = "" if spec.mode_seek_dist == "l1" else f", distance {spec.mode_seek_dist}"
+    dist = "" if spec.mode_seek_dist == MODE_SEEK_IMAGE_DISTS[0] else f", distance {spec.mode_seek_dist}"
     return f" + mode-seeking term (lambda {spec.mode_seek:g}{dist})" if spec.mode_seek else ""
 
 

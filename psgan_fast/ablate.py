@@ -143,6 +143,10 @@ VARIANTS: dict[str, tuple[Optional[str], str, dict[str, Any]]] = {
         "recommended-split118-every8-ms0.3", "the ink-divided distance with one generator, L1 with more "
         f"(--mode-seek-dist {MODE_SEEK_INK_IF_ONE})" + _ms_spec_note(0.3, MODE_SEEK_INK_IF_ONE),
         {"mode_seek_dist": MODE_SEEK_INK_IF_ONE}),
+    "recommended-split118-every8-ms0.3-ema10": (
+        "recommended-split118-every8-ms0.3", "scored on each generator's moving average (--g-ema 10: half-life "
+        "10k images); trains exactly as its parent, whose scores of the live weights the run also keeps",
+        {"g_ema": 10.0}),
     "sngan": (None, "reference: SNGAN (hinge, spectral norm), every step at 28 px",
               {"model": "sngan", "generators": 1, "stages": False}),
     "sngan-beta0": ("sngan", "Adam betas (0, 0.99): does the baseline gain what PS-GAN gains?", {"betas": (0.0, 0.99)}),
@@ -241,6 +245,15 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
         warnings.simplefilter("ignore")
         gens = load_generators(run_dir)
     res = evaluate_generators(gens, opts["samples"], seed=seed, kid=False)
+    live = None
+    if cfg.g_ema > 0:  # the averages were scored above; the live weights too, from the same run
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lres = evaluate_generators(load_generators(run_dir, ema=False), opts["samples"], seed=seed, kid=False)
+        lh = lres["union"]["class_histogram"]
+        live = {"fid": lres["union"]["fid"], "is": lres["union"]["is_mean"],
+                "union_class_shares": [h / max(1, sum(lh)) for h in lh],
+                "per_generator_fid": [g["fid"] for g in lres["generators"]]}
     log = read_log(run_dir)  # read once for D's accuracy, the step time and the timeline
     acc, ms = _epoch_stats(epochs_in(log))
     per_gen = []
@@ -255,6 +268,7 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
         "per_generator": per_gen, "d_accuracy": acc, "chance": 1.0 / (len(gens) + 1), "ms_per_step": ms,
         "top_share_per_epoch": top_class_share_per_epoch(log),
         "wall_seconds": time.perf_counter() - t0,
+        **({"live": live} if live is not None else {}),
     }
     atomic_write_text(cache, json.dumps({"key": key, "result": result}, indent=1))
     return result

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from psgan_fast import checkpoint as ckpt_mod
 from psgan_fast.config import TrainConfig, validate
+from psgan_fast.ema import SUFFIX as EMA_SUFFIX
 from psgan_fast.models import build_generators
 from psgan_fast.trained_generator import TrainedGenerator
 
@@ -28,12 +29,17 @@ def _run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent
 
 
-def load_generators(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> list[TrainedGenerator]:
+def load_generators(path: Union[str, Path], device: Union[str, torch.device] = "cpu",
+                    ema: Optional[bool] = None) -> list[TrainedGenerator]:
     """Generators of a run directory (its latest checkpoint) or of one
     checkpoint directory, in eval mode. Only the generators are built (no
     discriminator, no optimisers) and only their weights are read. Warns if
     the checkpoint is not at the final resolution yet (an unfinished
-    stepwise/progressive run)."""
+    stepwise/progressive run).
+
+    `ema`: the weights' moving averages of a run trained with --g-ema
+    (`psgan_fast.ema`) when True, the live weights when False; None (the
+    default) takes the averages where the run kept them."""
     ckpt = ckpt_mod.resolve(Path(path))
     run_dir = _run_dir_of(ckpt)
     try:
@@ -49,7 +55,13 @@ def load_generators(path: Union[str, Path], device: Union[str, torch.device] = "
     gens = build_generators(cfg, image_size=resolved["image_size"], channels=resolved["channels"],
                             steps_per_epoch=resolved["steps_per_epoch"], device=device,
                             epoch=int(state["epoch"]), state=state.get("recipe", {}))
-    ckpt_mod.load_modules(ckpt, gens.modules())
+    has_ema = float(cfg.g_ema) > 0
+    if ema and not has_ema:
+        raise ckpt_mod.CheckpointError(f"{ckpt}: the run kept no moving averages of its generators "
+                                       "(trained without --g-ema)")
+    use_ema = has_ema if ema is None else bool(ema)
+    nets = gens.modules()
+    ckpt_mod.load_modules(ckpt, {name + EMA_SUFFIX: m for name, m in nets.items()} if use_ema else nets)
     if gens.resolution() != resolved["image_size"]:
         warnings.warn(f"{ckpt}: generators are at {gens.resolution()}px, the run's final resolution is "
                       f"{resolved['image_size']}px (the run has not reached its last stage)", stacklevel=2)

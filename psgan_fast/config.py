@@ -156,6 +156,9 @@ class TrainConfig:
                                   "(default: the loss's)")
     d_skips: Optional[bool] = _flag(None, "the discriminator's half of --skips: an image input at every level "
                                     "(default: the loss's, else as --skips)")
+    g_ema: float = _flag(0.0, "every model: sample, evaluate and save each generator's exponential moving "
+                         "average too, half-life in thousands of images (StyleGAN2's 10: beta 0.9956 at "
+                         "batch 64); training is unchanged (0: off)", metavar="KIMG")
     parallel: str = _flag("auto", "how the N generators run", choices=PARALLEL)
     precision: str = _flag("fp32", "bf16 autocast or plain fp32", choices=PRECISIONS)
     compile: Optional[bool] = _flag(  # None: on for CUDA, off for CPU (measured slower there)
@@ -407,6 +410,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         need(len(cfg.betas) == 2 and all(0.0 <= b < 1.0 for b in cfg.betas), "--betas",
              f"needs two values in [0, 1), got {cfg.betas}")
     _validate_psgan_knobs(cfg, need)
+    need(math.isfinite(cfg.g_ema) and cfg.g_ema >= 0.0, "--g-ema",
+         f"must be a half-life >= 0 in thousands of images (0: off), got {cfg.g_ema}")
     need(cfg.device != "cuda" or _cuda_available(), "--device", "cuda requested but no CUDA device is available")
     return dataclasses.replace(cfg, generators=n)
 

@@ -25,6 +25,7 @@ checkpoint is ever written after a non-finite loss.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -42,6 +43,7 @@ from psgan_fast import distributed as dist_mod
 from psgan_fast import rundir
 from psgan_fast.config import ConfigError, TrainConfig, validate
 from psgan_fast.data import BatchStream, find_dataset, to_float
+from psgan_fast.ema import GeneratorEMA, beta_for
 from psgan_fast.fsutil import DirLock, read_jsonl
 from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
@@ -132,6 +134,9 @@ class Trainer:
             self.recipe = build_recipe(self.cfg, image_size=h, channels=c, steps_per_epoch=self.steps_per_epoch,
                                        device=self.device)
         self.recipe.shard = (self.dist.rank, ws)
+        self.ema: Optional[GeneratorEMA] = None
+        if self.cfg.g_ema > 0:
+            self.ema = GeneratorEMA(beta_for(self.cfg.g_ema, self.cfg.batch_size))
         self.fixed_z = torch.randn(SAMPLE_COUNT, self.recipe.latent_dim,
                                    generator=torch.Generator().manual_seed(self.cfg.seed + 12345)).to(self.device)
         self.compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
@@ -186,7 +191,22 @@ class Trainer:
         with forked(derived_seed(self.cfg.seed, epoch), self.device):
             msgs = self.recipe.begin_epoch(epoch)
         self._prepare_recipe()
+        self._track_ema()
         return msgs
+
+    def _track_ema(self) -> None:
+        """(Re)start the average of each generator the recipe built anew."""
+        if self.ema is not None:
+            self.ema.track(self.recipe.modules())
+
+    def _networks(self) -> dict[str, torch.nn.Module]:
+        """What a checkpoint holds: the recipe's networks and the generators' averages."""
+        return {**self.recipe.modules(), **(self.ema.modules() if self.ema is not None else {})}
+
+    def _drawing(self):
+        """A context in which the recipe's generators draw as a user's would:
+        with their averages' weights under --g-ema, else as they are."""
+        return self.ema.applied(self.recipe.modules()) if self.ema is not None else contextlib.nullcontext()
 
     def _prepare_recipe(self) -> None:
         """Make the recipe's current networks and optimisers ready to train
@@ -251,7 +271,7 @@ class Trainer:
             "epoch_sums": sums, "seed": self.cfg.seed,
             "train_seconds": self.train_seconds + (time.perf_counter() - self._epoch_t0 if batch < self.steps_per_epoch else 0.0),
         }
-        return ckpt_mod.save(self.run_dir, modules=self.recipe.modules(), optimizers=self.recipe.optimizers(),
+        return ckpt_mod.save(self.run_dir, modules=self._networks(), optimizers=self.recipe.optimizers(),
                              state=state)
 
     def _restore(self) -> tuple[int, int, dict]:
@@ -267,7 +287,8 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as e:
             raise ckpt_mod.CheckpointError(f"{ck}/state.json: unusable recipe state or sums ({e})") from None
         self._prepare_recipe()  # load_state may have built the checkpoint's stage anew
-        ckpt_mod.load_modules(ck, self.recipe.modules())
+        self._track_ema()
+        ckpt_mod.load_modules(ck, self._networks())
         ckpt_mod.load_training(ck, doc, self.recipe.optimizers())
         self.step = int(doc["step"])
         self.train_seconds = train_seconds
@@ -280,6 +301,7 @@ class Trainer:
             for line in settled:
                 self._message(line)
             self._prepare_recipe()
+            self._track_ema()
         return epoch, batch, sums
 
     def _sums_to_json(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -341,7 +363,8 @@ class Trainer:
         if self.is_main:
             save_loss_plot(self.run_dir / "losses.png", self.epoch_records, title)
         if self.is_main and self.cfg.sample_every and ((epoch + 1) % self.cfg.sample_every == 0 or last):
-            imgs = self.recipe.generate(self.fixed_z)
+            with self._drawing():
+                imgs = self.recipe.generate(self.fixed_z)
             save_sample_grids(self.run_dir / "samples" / f"epoch_{epoch + 1:04d}.png", imgs,
                               f"{title}, epoch {epoch + 1}, {self.recipe.resolution()}px")
         if self.is_main and self.cfg.eval_every and ((epoch + 1) % self.cfg.eval_every == 0 or last):
@@ -374,7 +397,7 @@ class Trainer:
         # Everything here runs on a forked RNG: building the feature
         # extractor initialises a network from the global stream, and a run
         # with --eval-every must train exactly as one without it.
-        with fork_rng(self.device):
+        with fork_rng(self.device), self._drawing():
             if getattr(self, "_eval_real", None) is None:
                 # The run's own training split is the reference (a Fashion-MNIST
                 # run is scored against Fashion-MNIST, not MNIST); its statistics
@@ -450,6 +473,8 @@ class Trainer:
                 if b >= self.steps_per_epoch:
                     break
                 out = self.recipe.step(to_float(x, self.device))
+                if self.ema is not None:
+                    self.ema.update(self.recipe.modules())
                 self.step += 1
                 done = b + 1
                 self._accumulate(acc, out)

@@ -126,3 +126,15 @@ def test_the_timeline_evaluation_leaves_the_training_alone(tmp_path):
     assert with_t.eval_every == 1 and with_t.eval_samples == ablate.TIMELINE_SAMPLES and without.eval_every == 0
     a, b = with_t.to_json(), without.to_json()
     assert {k for k in a if a[k] != b[k]} == {"eval_every", "eval_samples"}
+
+
+def test_the_moving_average_variant_trains_as_its_parent_and_keeps_both_scores(tmp_path, mnist_train):
+    """The --g-ema variant scores the averages, and its live weights score
+    exactly as its parent's run does (same training, same evaluation)."""
+    out = tmp_path / "abl"
+    parent, ema = "recommended-split118-every8-ms0.3", "recommended-split118-every8-ms0.3-ema10"
+    assert ablate.main(["--out", str(out), "--smoke", "--variants", f"{parent},{ema}"]) == 0
+    rp, re_ = json.loads((out / "ablation.json").read_text())["results"]
+    assert "live" not in rp and re_["live"]["fid"] == rp["fid"]
+    assert re_["live"]["union_class_shares"] == rp["union_class_shares"]
+    assert re_["fid"] != rp["fid"]  # the averages draw other images

@@ -22,7 +22,8 @@ defaults), that + each generator's mode-seeking term (the default; its
 strength lambda is a scalar, so rps-r1r2-gskips-s118-r8-ms, the previous
 default at lambda 0.1, runs the same computation and has no row), then
 the cheaper trade-offs the ablation scored (docs/results/ablation.md):
-R1/R2 on fewer images, less often.
+R1/R2 on fewer images, less often; and the default with the trainer's
+update of each generator's moving average (--g-ema) after the step.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ CONFIGS = (
     (DEFAULT_LABEL, _REC),
     # Cheaper trade-offs measured by the ablation (ablate's recommended-beta0-lean8x64,
     # -beta0-lean8 and, with the old betas, -lean16; Adam's betas do not change the cost).
+    # The trainer's update of each generator's moving average after the step (--g-ema).
+    ("default + each generator's moving average (--g-ema 10)", {**_REC, "g_ema": 10.0}),
     ("default + R1/R2 on 64 + 64 images", {**_REC, "reg_batch": 64}),
     ("default + R1/R2 on 32 + 32 images", {**_REC, "reg_batch": 32}),
     ("default + R1/R2 every 16 on 32 + 32 images", {**_REC, "reg_every": 16, "reg_batch": 32}),
@@ -101,13 +104,19 @@ def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIG
     """(label, mean CPU seconds per step at the last stage) per configuration."""
     from psgan_fast.models.psgan import PSGANRecipe
 
-    recipes = []
+    from psgan_fast.ema import GeneratorEMA, beta_for
+
+    recipes, averages = [], []
     for _, over in configs:
         cfg = TrainConfig(generators=generators, stage_epochs=(1, 1, 1), epochs=3, **over)
         r = PSGANRecipe(cfg, image_size=image_size, channels=1, steps_per_epoch=10 ** 6, device=torch.device("cpu"))
         for epoch in range(3):
             r.begin_epoch(epoch)
         recipes.append(r)
+        ema = GeneratorEMA(beta_for(cfg.g_ema, cfg.batch_size)) if cfg.g_ema > 0 else None
+        if ema is not None:
+            ema.track(r.modules())
+        averages.append(ema)
     x = torch.rand(64, 1, image_size, image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     times: list[list[float]] = [[] for _ in recipes]
     for i in range(warmup + steps):
@@ -116,6 +125,8 @@ def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIG
         for j in order:
             t0 = time.process_time()
             recipes[j].step(x).d_loss.item()
+            if averages[j] is not None:  # as the trainer does after each step
+                averages[j].update(recipes[j].modules())
             if i >= warmup:
                 times[j].append(time.process_time() - t0)
     return [(label, sum(ts) / len(ts)) for (label, _), ts in zip(configs, times)]

@@ -366,7 +366,8 @@ class Trainer:
             with self._drawing():
                 imgs = self.recipe.generate(self.fixed_z)
             save_sample_grids(self.run_dir / "samples" / f"epoch_{epoch + 1:04d}.png", imgs,
-                              f"{title}, epoch {epoch + 1}, {self.recipe.resolution()}px")
+                              f"{title}{', moving average' if self.ema is not None else ''}, "
+                              f"epoch {epoch + 1}, {self.recipe.resolution()}px")
         if self.is_main and self.cfg.eval_every and ((epoch + 1) % self.cfg.eval_every == 0 or last):
             self._evaluate(epoch, record)
         for cb in self.callbacks:

@@ -185,10 +185,15 @@ def train_config(variant: str, *, generators: int, seed: int, epochs: int, batch
                        extra={"eval_samples": timeline_samples} if timeline_samples > 0 else None, **over)
 
 
+def _shares(hist: Sequence[int]) -> list[float]:
+    """A class histogram's shares of its total."""
+    total = max(1, sum(hist))
+    return [h / total for h in hist]
+
+
 def verdict(hist: Sequence[int]) -> dict[str, Any]:
     """Shares of a class histogram and whether the generator collapsed."""
-    total = max(1, sum(hist))
-    shares = [h / total for h in hist]
+    shares = _shares(hist)
     top = max(shares)
     classes = sum(s >= MIN_CLASS_SHARE for s in shares)
     return {"top_class": int(shares.index(top)), "top_share": top, "classes_5pct": int(classes),
@@ -243,16 +248,14 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
         train(TrainConfig(resume=str(run_dir), progress=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gens = load_generators(run_dir)
+        gens = load_generators(run_dir)  # the averages under --g-ema
+        live_gens = load_generators(run_dir, ema=False) if cfg.g_ema > 0 else None
     res = evaluate_generators(gens, opts["samples"], seed=seed, kid=False)
     live = None
-    if cfg.g_ema > 0:  # the averages were scored above; the live weights too, from the same run
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            lres = evaluate_generators(load_generators(run_dir, ema=False), opts["samples"], seed=seed, kid=False)
-        lh = lres["union"]["class_histogram"]
+    if live_gens is not None:  # the live weights of the same run, scored the same way
+        lres = evaluate_generators(live_gens, opts["samples"], seed=seed, kid=False)
         live = {"fid": lres["union"]["fid"], "is": lres["union"]["is_mean"],
-                "union_class_shares": [h / max(1, sum(lh)) for h in lh],
+                "union_class_shares": _shares(lres["union"]["class_histogram"]),
                 "per_generator_fid": [g["fid"] for g in lres["generators"]]}
     log = read_log(run_dir)  # read once for D's accuracy, the step time and the timeline
     acc, ms = _epoch_stats(epochs_in(log))
@@ -260,11 +263,9 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
     for g in res["generators"]:
         per_gen.append({"fid": g["fid"], "is": g["is_mean"], "class_histogram": g["class_histogram"],
                         **verdict(g["class_histogram"])})
-    union_hist = res["union"]["class_histogram"]
-    total = max(1, sum(union_hist))
     result = {
         "variant": variant, "seed": seed, "generators": len(gens), "fid": res["union"]["fid"],
-        "is": res["union"]["is_mean"], "union_class_shares": [h / total for h in union_hist],
+        "is": res["union"]["is_mean"], "union_class_shares": _shares(res["union"]["class_histogram"]),
         "per_generator": per_gen, "d_accuracy": acc, "chance": 1.0 / (len(gens) + 1), "ms_per_step": ms,
         "top_share_per_epoch": top_class_share_per_epoch(log),
         "wall_seconds": time.perf_counter() - t0,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import statistics
 import sys
@@ -109,11 +108,9 @@ def _p_values(diffs: list[float]) -> dict[str, Optional[float]]:
     out: dict[str, Optional[float]] = {"t": None, "p_t": None, "p_wilcoxon": None, "p_sign": None}
     if n < 2:
         return out
-    sd = statistics.stdev(diffs)
-    if sd > 0:
-        t = statistics.fmean(diffs) / (sd / math.sqrt(n))
-        out["t"] = t
-        out["p_t"] = float(2 * stats.t.sf(abs(t), n - 1))
+    if statistics.stdev(diffs) > 0:  # the paired t-test: a one-sample test of the differences against 0
+        res = stats.ttest_1samp(diffs, 0.0)
+        out["t"], out["p_t"] = float(res.statistic), float(res.pvalue)
     nonzero = [d for d in diffs if d != 0]
     if nonzero:
         out["p_wilcoxon"] = float(stats.wilcoxon(nonzero).pvalue)

@@ -26,7 +26,7 @@ import contextlib
 import copy
 import math
 import weakref
-from typing import Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -56,6 +56,11 @@ class GeneratorEMA:
         self.beta = beta
         self.shadows: dict[str, nn.Module] = {}
         self._of: dict[str, weakref.ref] = {}  # each average's live network (identity, never id())
+
+    @classmethod
+    def of(cls, cfg: Any) -> Optional["GeneratorEMA"]:
+        """The averages a TrainConfig asks for (`g_ema`, its batch size); None when off."""
+        return cls(beta_for(cfg.g_ema, cfg.batch_size)) if cfg.g_ema > 0 else None
 
     def track(self, modules: dict[str, nn.Module]) -> list[str]:
         """Start the average of each generator in `modules` not yet tracked,

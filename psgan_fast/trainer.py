@@ -43,7 +43,7 @@ from psgan_fast import distributed as dist_mod
 from psgan_fast import rundir
 from psgan_fast.config import ConfigError, TrainConfig, validate
 from psgan_fast.data import BatchStream, find_dataset, to_float
-from psgan_fast.ema import GeneratorEMA, beta_for
+from psgan_fast.ema import GeneratorEMA
 from psgan_fast.fsutil import DirLock, read_jsonl
 from psgan_fast.hardware import bf16_warning
 from psgan_fast.models import build_recipe
@@ -134,9 +134,7 @@ class Trainer:
             self.recipe = build_recipe(self.cfg, image_size=h, channels=c, steps_per_epoch=self.steps_per_epoch,
                                        device=self.device)
         self.recipe.shard = (self.dist.rank, ws)
-        self.ema: Optional[GeneratorEMA] = None
-        if self.cfg.g_ema > 0:
-            self.ema = GeneratorEMA(beta_for(self.cfg.g_ema, self.cfg.batch_size))
+        self.ema = GeneratorEMA.of(self.cfg)
         self.fixed_z = torch.randn(SAMPLE_COUNT, self.recipe.latent_dim,
                                    generator=torch.Generator().manual_seed(self.cfg.seed + 12345)).to(self.device)
         self.compile = self.cfg.compile if self.cfg.compile is not None else self.device.type == "cuda"
@@ -191,13 +189,7 @@ class Trainer:
         with forked(derived_seed(self.cfg.seed, epoch), self.device):
             msgs = self.recipe.begin_epoch(epoch)
         self._prepare_recipe()
-        self._track_ema()
         return msgs
-
-    def _track_ema(self) -> None:
-        """(Re)start the average of each generator the recipe built anew."""
-        if self.ema is not None:
-            self.ema.track(self.recipe.modules())
 
     def _networks(self) -> dict[str, torch.nn.Module]:
         """What a checkpoint holds: the recipe's networks and the generators' averages."""
@@ -211,8 +203,9 @@ class Trainer:
     def _prepare_recipe(self) -> None:
         """Make the recipe's current networks and optimisers ready to train
         here: global BatchNorm and one gradient-sync hook per optimiser across
-        ranks, compiled modules. Run whenever the recipe may have built new
-        ones (begin_epoch, load_state). What is done is recorded on the
+        ranks, compiled modules, and (--g-ema) the average of each generator
+        built anew restarted from it. Run whenever the recipe may have built
+        new ones (begin_epoch, load_state, settle). What is done is recorded on the
         objects themselves (or in a WeakSet), never by id(): a stage switch
         frees the old networks and optimisers, and CPython may hand a new
         object the id of a freed one, on one rank and not another, so an id
@@ -228,6 +221,8 @@ class Trainer:
                 if m not in self._compiled:
                     m.compile()
                     self._compiled.add(m)
+        if self.ema is not None:
+            self.ema.track(self.recipe.modules())
 
     # ------------------------------------------------------------------ logs
 
@@ -287,7 +282,6 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as e:
             raise ckpt_mod.CheckpointError(f"{ck}/state.json: unusable recipe state or sums ({e})") from None
         self._prepare_recipe()  # load_state may have built the checkpoint's stage anew
-        self._track_ema()
         ckpt_mod.load_modules(ck, self._networks())
         ckpt_mod.load_training(ck, doc, self.recipe.optimizers())
         self.step = int(doc["step"])
@@ -301,7 +295,6 @@ class Trainer:
             for line in settled:
                 self._message(line)
             self._prepare_recipe()
-            self._track_ema()
         return epoch, batch, sums
 
     def _sums_to_json(self, sums: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -102,9 +102,8 @@ def select(configs, match: Optional[str]):
 def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIGS,
                image_size: int = 28) -> list[tuple[str, float]]:
     """(label, mean CPU seconds per step at the last stage) per configuration."""
+    from psgan_fast.ema import GeneratorEMA
     from psgan_fast.models.psgan import PSGANRecipe
-
-    from psgan_fast.ema import GeneratorEMA, beta_for
 
     recipes, averages = [], []
     for _, over in configs:
@@ -113,7 +112,7 @@ def step_costs(generators: int, steps: int = 32, warmup: int = 4, configs=CONFIG
         for epoch in range(3):
             r.begin_epoch(epoch)
         recipes.append(r)
-        ema = GeneratorEMA(beta_for(cfg.g_ema, cfg.batch_size)) if cfg.g_ema > 0 else None
+        ema = GeneratorEMA.of(cfg)
         if ema is not None:
             ema.track(r.modules())
         averages.append(ema)

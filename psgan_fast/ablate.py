@@ -47,15 +47,10 @@ from typing import Any, Optional, Sequence
 
 from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.registry import MODE_SEEK_IMAGE_DISTS, MODE_SEEK_INK_IF_ONE
-from psgan_fast.runlog import d_picks_real, epochs_in, read_log, top_class_share_per_epoch
+from psgan_fast.runlog import (MAX_CLASS_SHARE, MIN_CLASS_SHARE, MIN_CLASSES, UNION_SHARE_RANGE,  # noqa: F401 (the rule)
+                               d_picks_real, epochs_in, read_log, top_class_share_per_epoch)
 
 RESULT_VERSION = 1
-# The no-wasted-generator rule: the most frequent class at most this share ...
-MAX_CLASS_SHARE = 0.50
-# ... and at least MIN_CLASSES classes with MIN_CLASS_SHARE of the samples or more.
-MIN_CLASSES, MIN_CLASS_SHARE = 3, 0.05
-# The union's class shares must all lie in this range (issue #15's target).
-UNION_SHARE_RANGE = (0.04, 0.18)
 SMOKE = {"epochs": 3, "batches": 2, "samples": 200}
 # Images per generator of the evaluation after every epoch (the collapse timeline).
 TIMELINE_SAMPLES = 1000

@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from psgan_fast.ablate import UNION_SHARE_RANGE, verdict
+from psgan_fast.ablate import verdict
+from psgan_fast.runlog import UNION_SHARE_RANGE
 from psgan_fast.fsutil import atomic_write_text
 
 # Two-sided significance level of the verdict.

@@ -10,7 +10,8 @@ histogram ``classes_g{k}``.
 
 As a command, ``python -m psgan_fast.runlog RUN_DIR`` prints a run's
 timeline, epoch by epoch: stage, D's share of right picks, FID and each
-generator's most frequent class (a collapse shows as a share above 50%).
+generator's most frequent class (a collapse shows as a share above 50%) and
+the union's rarest and commonest class (the 4–18% band of issue #15).
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from psgan_fast.fsutil import read_jsonl
+
+# The no-wasted-generator rule (`psgan_fast.ablate.verdict` applies it): a
+# generator's most frequent class at most this share ...
+MAX_CLASS_SHARE = 0.50
+# ... and at least MIN_CLASSES classes with MIN_CLASS_SHARE of its samples or more.
+MIN_CLASSES, MIN_CLASS_SHARE = 3, 0.05
+# The union's class shares must all lie in this range (issue #15's target).
+UNION_SHARE_RANGE = (0.04, 0.18)
 
 
 def read_log(run_dir: Path) -> list[dict]:
@@ -71,21 +80,44 @@ def final_stage_step_seconds(records: list[dict]) -> Optional[float]:
     return sum(float(r["seconds"]) for r in final) / steps if steps else None
 
 
-def top_classes(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
-    """epoch -> (most frequent class, its share) of each generator, from the
-    run's eval records (``classes_g{k}``; an epoch evaluated twice counts
-    once, its last record). Epochs without histograms (logs older than
-    them, or no --eval-every) are absent."""
-    out: dict[int, list[tuple[int, float]]] = {}
+def class_histograms(records: list[dict]) -> dict[int, list[list[int]]]:
+    """epoch -> each generator's class histogram, from the run's eval records
+    (``classes_g{k}``; an epoch evaluated twice counts once, its last
+    record). Epochs without histograms (logs older than them, or no
+    --eval-every) are absent."""
+    out: dict[int, list[list[int]]] = {}
     for r in records:
         if r.get("kind") != "eval" or "classes_g0" not in r:
             continue
-        gens = []
-        for k in range(sum(key.startswith("classes_g") for key in r)):
-            hist = [int(c) for c in r[f"classes_g{k}"]]
+        out[int(r["epoch"])] = [[int(c) for c in r[f"classes_g{k}"]]
+                                for k in range(sum(key.startswith("classes_g") for key in r))]
+    return out
+
+
+def top_classes(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
+    """epoch -> (most frequent class, its share) of each generator, for the
+    epochs of `class_histograms`."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    for e, hists in class_histograms(records).items():
+        out[e] = []
+        for hist in hists:
             top = max(range(len(hist)), key=hist.__getitem__)
-            gens.append((top, hist[top] / max(1, sum(hist))))
-        out[int(r["epoch"])] = gens
+            out[e].append((top, hist[top] / max(1, sum(hist))))
+    return out
+
+
+def union_extremes(records: list[dict]) -> dict[int, tuple[tuple[int, float], tuple[int, float]]]:
+    """epoch -> ((rarest class, its share), (commonest class, its share)) of
+    the union of the generators' samples (every generator draws the same
+    number, so the union's histogram is the sum of theirs), for the epochs
+    of `class_histograms`; ties go to the lower class."""
+    out = {}
+    for e, hists in class_histograms(records).items():
+        union = [sum(col) for col in zip(*hists)]
+        total = max(1, sum(union))
+        lo = min(range(len(union)), key=union.__getitem__)
+        hi = max(range(len(union)), key=union.__getitem__)
+        out[e] = ((lo, union[lo] / total), (hi, union[hi] / total))
     return out
 
 
@@ -100,14 +132,17 @@ def top_class_share_per_epoch(log: list[dict]) -> list[Optional[float]]:
 
 def timeline(run_dir: Path) -> list[dict]:
     """One row per finished epoch: epoch (1-based), stage, resolution, D's
-    share of right picks (PS-GAN), FID of the union and each generator's
-    (class, share) where the log has them."""
+    share of right picks (PS-GAN), FID of the union, each generator's
+    (class, share) and the union's rarest and commonest (class, share) where
+    the log has them."""
     records = read_log(run_dir)
     epochs = {int(r["epoch"]): r for r in epochs_in(records)}
     evals = {int(r["epoch"]): r for r in records if r.get("kind") == "eval"}
-    tops = top_classes(records)
+    tops, union = top_classes(records), union_extremes(records)
     return [{"epoch": e + 1, "stage": r.get("stage"), "resolution": r.get("resolution"),
-             "d_picks_real": r.get("case_real"), "fid": evals.get(e, {}).get("fid"), "top_classes": tops.get(e)}
+             "d_picks_real": r.get("case_real"), "fid": evals.get(e, {}).get("fid"), "top_classes": tops.get(e),
+             "union_rarest": union[e][0] if e in union else None,
+             "union_commonest": union[e][1] if e in union else None}
             for e, r in sorted(epochs.items())]
 
 
@@ -115,14 +150,24 @@ def timeline_markdown(run_dir: Path) -> str:
     rows = timeline(run_dir)
     n = max((len(r["top_classes"] or []) for r in rows), default=0)
     head = ["epoch", "stage (px)", "D picks real", "FID (union)"] + [f"G{k + 1}: top class" for k in range(n)]
+    if n:
+        head.append("union: rarest – commonest class")
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    lo, hi = UNION_SHARE_RANGE
     for r in rows:
         cells = [str(r["epoch"]), f"{r['stage']} ({r['resolution']})",
                  "—" if r["d_picks_real"] is None else f"{100 * r['d_picks_real']:.0f}%",
                  "—" if r["fid"] is None else f"{r['fid']:.2f}"]
         tops = r["top_classes"] or []
-        cells += [f"{100 * s:.0f}% '{c}'" + (" **collapsed**" if s > 0.5 else "") for c, s in tops]
+        cells += [f"{100 * s:.0f}% '{c}'" + (" **collapsed**" if s > MAX_CLASS_SHARE else "") for c, s in tops]
         cells += ["—"] * (n - len(tops))
+        if n:
+            if r["union_rarest"] is None:
+                cells.append("—")
+            else:
+                (c0, s0), (c1, s1) = r["union_rarest"], r["union_commonest"]
+                cells.append(f"{100 * s0:.1f}% '{c0}' – {100 * s1:.1f}% '{c1}'"
+                             + (f" **outside {lo:.0%}–{hi:.0%}**" if s0 < lo or s1 > hi else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -130,8 +175,9 @@ def timeline_markdown(run_dir: Path) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m psgan_fast.runlog",
                                 description="A run's timeline from its metrics.jsonl: stage, D's share of right "
-                                            "picks, FID and each generator's most frequent class, per epoch "
-                                            "(class histograms need --eval-every).")
+                                            "picks, FID, each generator's most frequent class and the union's "
+                                            "rarest and commonest class, per epoch (class histograms need "
+                                            "--eval-every).")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
     args = p.parse_args(argv)

@@ -6,7 +6,8 @@ import math
 from typing import Optional
 
 from psgan_fast import paper
-from psgan_fast.ablate import UNION_SHARE_RANGE, verdict  # the "no wasted generator" rule
+from psgan_fast.ablate import verdict  # the "no wasted generator" rule
+from psgan_fast.runlog import UNION_SHARE_RANGE
 from psgan_fast.reproduce.common import (LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct,
                                         stage_split)
 from psgan_fast.reproduce.state import Plan

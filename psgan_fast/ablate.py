@@ -47,8 +47,8 @@ from typing import Any, Optional, Sequence
 
 from psgan_fast.fsutil import atomic_write_text
 from psgan_fast.registry import MODE_SEEK_IMAGE_DISTS, MODE_SEEK_INK_IF_ONE
-from psgan_fast.runlog import (MAX_CLASS_SHARE, MIN_CLASS_SHARE, MIN_CLASSES, UNION_SHARE_RANGE,  # noqa: F401 (the rule)
-                               d_picks_real, epochs_in, read_log, top_class_share_per_epoch)
+from psgan_fast.runlog import (MAX_CLASS_SHARE, MIN_CLASS_SHARE, MIN_CLASSES, class_shares, d_picks_real, epochs_in,
+                               read_log, top_class_share_per_epoch)
 
 RESULT_VERSION = 1
 SMOKE = {"epochs": 3, "batches": 2, "samples": 200}
@@ -180,15 +180,9 @@ def train_config(variant: str, *, generators: int, seed: int, epochs: int, batch
                        extra={"eval_samples": timeline_samples} if timeline_samples > 0 else None, **over)
 
 
-def _shares(hist: Sequence[int]) -> list[float]:
-    """A class histogram's shares of its total."""
-    total = max(1, sum(hist))
-    return [h / total for h in hist]
-
-
 def verdict(hist: Sequence[int]) -> dict[str, Any]:
     """Shares of a class histogram and whether the generator collapsed."""
-    shares = _shares(hist)
+    shares = class_shares(hist)
     top = max(shares)
     classes = sum(s >= MIN_CLASS_SHARE for s in shares)
     return {"top_class": int(shares.index(top)), "top_share": top, "classes_5pct": int(classes),
@@ -250,7 +244,7 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
     if live_gens is not None:  # the live weights of the same run, scored the same way
         lres = evaluate_generators(live_gens, opts["samples"], seed=seed, kid=False)
         live = {"fid": lres["union"]["fid"], "is": lres["union"]["is_mean"],
-                "union_class_shares": _shares(lres["union"]["class_histogram"]),
+                "union_class_shares": class_shares(lres["union"]["class_histogram"]),
                 "per_generator_fid": [g["fid"] for g in lres["generators"]]}
     log = read_log(run_dir)  # read once for D's accuracy, the step time and the timeline
     acc, ms = _epoch_stats(epochs_in(log))
@@ -260,7 +254,7 @@ def run_variant(variant: str, seed: int, opts: dict) -> dict:
                         **verdict(g["class_histogram"])})
     result = {
         "variant": variant, "seed": seed, "generators": len(gens), "fid": res["union"]["fid"],
-        "is": res["union"]["is_mean"], "union_class_shares": _shares(res["union"]["class_histogram"]),
+        "is": res["union"]["is_mean"], "union_class_shares": class_shares(res["union"]["class_histogram"]),
         "per_generator": per_gen, "d_accuracy": acc, "chance": 1.0 / (len(gens) + 1), "ms_per_step": ms,
         "top_share_per_epoch": top_class_share_per_epoch(log),
         "wall_seconds": time.perf_counter() - t0,

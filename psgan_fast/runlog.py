@@ -80,6 +80,12 @@ def final_stage_step_seconds(records: list[dict]) -> Optional[float]:
     return sum(float(r["seconds"]) for r in final) / steps if steps else None
 
 
+def class_shares(hist: Sequence[int]) -> list[float]:
+    """A class histogram's shares of its total (all 0 for an empty one)."""
+    total = max(1, sum(hist))
+    return [h / total for h in hist]
+
+
 def class_histograms(records: list[dict]) -> dict[int, list[list[int]]]:
     """epoch -> each generator's class histogram, from the run's eval records
     (``classes_g{k}``; an epoch evaluated twice counts once, its last
@@ -102,7 +108,7 @@ def top_classes(records: list[dict]) -> dict[int, list[tuple[int, float]]]:
         out[e] = []
         for hist in hists:
             top = max(range(len(hist)), key=hist.__getitem__)
-            out[e].append((top, hist[top] / max(1, sum(hist))))
+            out[e].append((top, class_shares(hist)[top]))
     return out
 
 
@@ -113,11 +119,10 @@ def union_extremes(records: list[dict]) -> dict[int, tuple[tuple[int, float], tu
     of `class_histograms`; ties go to the lower class."""
     out = {}
     for e, hists in class_histograms(records).items():
-        union = [sum(col) for col in zip(*hists)]
-        total = max(1, sum(union))
-        lo = min(range(len(union)), key=union.__getitem__)
-        hi = max(range(len(union)), key=union.__getitem__)
-        out[e] = ((lo, union[lo] / total), (hi, union[hi] / total))
+        shares = class_shares([sum(col) for col in zip(*hists)])
+        lo = min(range(len(shares)), key=shares.__getitem__)
+        hi = max(range(len(shares)), key=shares.__getitem__)
+        out[e] = ((lo, shares[lo]), (hi, shares[hi]))
     return out
 
 

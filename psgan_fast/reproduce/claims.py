@@ -7,7 +7,7 @@ from typing import Optional
 
 from psgan_fast import paper
 from psgan_fast.ablate import verdict  # the "no wasted generator" rule
-from psgan_fast.runlog import UNION_SHARE_RANGE
+from psgan_fast.runlog import UNION_SHARE_RANGE, class_shares
 from psgan_fast.reproduce.common import (LABELS, PAPER_ROW_IDS, REC_ROW_IDS, ROW_IDS, ROWS, _agg, _fmt, _mean_sd, _pct,
                                         stage_split)
 from psgan_fast.reproduce.state import Plan
@@ -209,9 +209,9 @@ def _classes(entries: list[dict]) -> tuple[Optional[float], Optional[int], Optio
                 collapsed += v["collapsed"]
         h = ev.get("class_histogram")
         if h:
-            tot = max(1, sum(h))
-            lo.append(min(h) / tot)
-            hi.append(max(h) / tot)
+            shares = class_shares(h)
+            lo.append(min(shares))
+            hi.append(max(shares))
     if not tops:
         return None, None, None
     return max(tops), collapsed, (min(lo), max(hi)) if lo else None

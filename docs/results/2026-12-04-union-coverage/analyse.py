@@ -27,8 +27,9 @@ def runs_of(folder: Path) -> list[dict]:
         result = json.loads((d / "ablation.json").read_text())["result"]
         rarest = runlog.union_extremes(log)
         tops = runlog.top_classes(log)
-        first28 = min(int(r["epoch"]) for r in runlog.epochs_in(log) if r["resolution"] == max(
-            int(q["resolution"]) for q in runlog.epochs_in(log)))
+        epochs = runlog.epochs_in(log)
+        top_res = max(int(r["resolution"]) for r in epochs)
+        first28 = min(int(r["epoch"]) for r in epochs if int(r["resolution"]) == top_res)
         out.append({"seed": result["seed"], "end": min(result["union_class_shares"]),
                     "spike": max(s for _, s in tops[first28]),
                     "rarest": [rarest[e][0][1] for e in sorted(rarest)]})
